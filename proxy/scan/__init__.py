@@ -1,0 +1,1 @@
+"""Content scanning: sniff the format, run every engine that applies, merge findings into a ScanReport."""
