@@ -201,10 +201,11 @@ class FileMeta(Frozen):
     """What the upstream says a file is; the download is verified against it."""
 
     path: str
-    size: int
+    size: int  # -1 when the upstream does not say (then only the hashes that are known are checked)
     sha256: str | None = None  # LFS files: content sha256
     git_oid: str | None = None  # small files: git blob sha1 of the content
     lfs: bool = False
+    sha256_prefix: str | None = None  # torch weights: the `-<hex>.` in the file name must prefix the sha256
 
     @property
     def etag(self) -> str:
