@@ -1,0 +1,146 @@
+"""Hub metadata with a memory: revisions, repo info, file metadata and the facts policy reads.
+
+Online, answers come from the upstream and are remembered in Redis (branch resolutions expire, commits never);
+offline (`HUBGATE_OFFLINE=1`) only what was remembered is used and the upstream is never contacted.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote
+
+from proxy.errors import NotInOfflineCache, UpstreamError, UpstreamStatus
+from proxy.hfpaths import api_repo_path
+from proxy.models import FileMeta, RepoMeta, RepoType
+from proxy.policy import base_models_of, licenses_of
+from proxy.upstreams.hf import HfUpstream, status_error
+from proxy.verdicts import VerdictStore
+from proxy.xet import strip_xet_json
+
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+MAX_LINEAGE = 4
+
+
+def info_key(repo_type: RepoType, repo_id: str, commit: str) -> str:
+    return f"{repo_type.value}:{repo_id}:{commit}"
+
+
+def offline_refusal(what: str, *, commit: str | None = None) -> NotInOfflineCache:
+    headers = {"X-Repo-Commit": commit} if commit else {}
+    return NotInOfflineCache(
+        f"hubgate (offline): {what} is not in the offline cache; only vetted content can be served here",
+        headers=headers,
+    )
+
+
+class HfMetadata:
+    def __init__(
+        self, upstream: HfUpstream | None, store: VerdictStore, *, revision_ttl: int, offline: bool
+    ) -> None:
+        self.upstream = upstream
+        self.store = store
+        self.revision_ttl = revision_ttl
+        self.offline = offline or upstream is None
+
+    def _online(self) -> HfUpstream:
+        if self.offline or self.upstream is None:
+            raise UpstreamError("hubgate: offline mode: the upstream is never contacted")
+        return self.upstream
+
+    async def resolve(self, repo_type: RepoType, repo_id: str, revision: str) -> str:
+        """Branch, tag, short or full commit → full commit."""
+        if COMMIT_RE.match(revision):
+            return revision
+        cached = await self.store.get_revision(repo_type.value, repo_id, revision)
+        if cached:
+            return cached
+        if self.offline:
+            remembered = await self.store.get_revision_offline(repo_type.value, repo_id, revision)
+            if remembered:
+                return remembered
+            raise UpstreamStatus(
+                404,
+                f"hubgate (offline): revision {revision!r} of {repo_id} is not in the offline cache",
+                error_code="RevisionNotFound",
+                headers={"X-Error-Code": "RevisionNotFound"},
+            )
+        info = await self.fetch_info(repo_type, repo_id, revision)
+        return str(info["sha"])
+
+    async def fetch_info(
+        self, repo_type: RepoType, repo_id: str, revision: str | None, query: str = ""
+    ) -> dict[str, Any]:
+        """GET the repo info upstream (Xet stripped), remember the resolution and the info by commit."""
+        path = api_repo_path(repo_type, repo_id)
+        if revision is not None:
+            path += f"/revision/{quote(revision, safe='')}"
+        answer = await self._online().request("GET", path + (f"?{query}" if query else ""))
+        if answer.status != 200:
+            raise status_error(answer.status, answer.headers, answer.body, f"{repo_id} info")
+        info = strip_xet_json(answer.json())
+        if not isinstance(info, dict) or not isinstance(info.get("sha"), str):
+            raise UpstreamError(f"hubgate: the upstream's info for {repo_id} has no commit sha")
+        commit = info["sha"]
+        rev = revision or "main"
+        if rev != commit:
+            await self.store.set_revision(repo_type.value, repo_id, rev, commit, self.revision_ttl)
+        await self.store.set_revision(repo_type.value, repo_id, commit, commit, None)
+        if not query:
+            await self.store.set_doc("info", info_key(repo_type, repo_id, commit), info)
+        return info
+
+    async def info(self, repo_type: RepoType, repo_id: str, commit: str) -> dict[str, Any]:
+        doc = await self.store.get_doc("info", info_key(repo_type, repo_id, commit))
+        if isinstance(doc, dict):
+            return doc
+        if self.offline:
+            raise offline_refusal(f"{repo_id}@{commit}")
+        return await self.fetch_info(repo_type, repo_id, commit)
+
+    async def file_meta(self, repo_type: RepoType, repo_id: str, commit: str, path: str) -> FileMeta:
+        meta = await self.store.get_file_meta(repo_type.value, repo_id, commit, path)
+        if meta is not None:
+            return meta
+        if self.offline:
+            raise offline_refusal(f"{repo_id}@{commit[:12]}:{path}", commit=commit)
+        head = await self._online().head_file(repo_type, repo_id, commit, path)
+        await self.store.set_file_meta(repo_type.value, repo_id, commit, head.meta)
+        return head.meta
+
+    async def repo_meta(self, repo_type: RepoType, repo_id: str, commit: str) -> RepoMeta:
+        info = await self.info(repo_type, repo_id, commit)
+        repo = repo_meta_from_info(repo_type, repo_id, commit, info)
+        bases = base_models_of(repo)
+        if not bases:
+            return repo
+        lineage: dict[str, list[str]] = {}
+        for base in bases[:MAX_LINEAGE]:
+            lineage[base] = await self._base_licenses(base)
+        return repo.model_copy(update={"base_model_licenses": lineage})
+
+    async def _base_licenses(self, base: str) -> list[str]:
+        """A base model's licenses; an unreachable base yields [] (policy treats it as missing)."""
+        try:
+            commit = await self.resolve(RepoType.MODEL, base, "main")
+            info = await self.info(RepoType.MODEL, base, commit)
+        except (UpstreamStatus, UpstreamError, NotInOfflineCache):
+            return []
+        return licenses_of(repo_meta_from_info(RepoType.MODEL, base, commit, info))
+
+
+def repo_meta_from_info(repo_type: RepoType, repo_id: str, commit: str, info: dict[str, Any]) -> RepoMeta:
+    card = info.get("cardData")
+    siblings = {s.get("rfilename") for s in info.get("siblings") or [] if isinstance(s, dict)}
+    if not isinstance(card, dict):
+        card = {} if "README.md" in siblings else None
+    tags = [t for t in info.get("tags") or [] if isinstance(t, str)]
+    gated = info.get("gated", False)
+    return RepoMeta(
+        repo_type=repo_type,
+        repo_id=repo_id,
+        commit=commit,
+        card_data=card,
+        tags=tags,
+        gated=gated if isinstance(gated, bool | str) else False,
+    )

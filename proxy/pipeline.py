@@ -1,0 +1,369 @@
+"""The vetting pipeline: fetch → quarantine → scan → decide → record, exactly once per artifact.
+
+    vet(ref) ──► verdict known and current? ──► return it (re-decided from the stored scan if the policy changed)
+        └─► single-flight (in-process task + Redis lock shared by replicas)
+              └─► stream to tmp/ (hash while writing) → verify size/sha256/git sha1 → quarantine/<sha256>
+                  → scan in a worker process → policy → verdict in Redis (+ audit) → approved: promote to blobs/
+
+Everything that cannot prove "approved" refuses (see `refusal`). Callers wait at most `hold` seconds; the work
+itself is shielded from client disconnects and kept referenced until done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from proxy.errors import Blocked, IntegrityError, Quarantined, Refused, UpstreamError, VettingInProgress
+from proxy.metrics import Metrics
+from proxy.models import (
+    ACTION_TO_STATUS,
+    Action,
+    ArtifactRef,
+    Decision,
+    FileMeta,
+    RepoMeta,
+    ScanReport,
+    Verdict,
+    VerdictStatus,
+)
+from proxy.policy import decide
+from proxy.policy_state import PolicyState
+from proxy.scan.pool import ScanPool
+from proxy.store import BlobStore
+from proxy.upstreams.base import ContentSource
+from proxy.verdicts import VerdictStore
+
+log = logging.getLogger("hubgate.pipeline")
+
+LOCK_TTL_MS = 30_000
+PROGRESS_EVERY_S = 1.0
+
+
+def refusal(verdict: Verdict) -> Refused:
+    """The 403 a client sees: what was decided, why, which artifact, and what to do next."""
+    why = "; ".join(verdict.reasons) or "no reason recorded"
+    aid = verdict.artifact_id
+    if verdict.status is VerdictStatus.REJECTED:
+        msg = f"hubgate: rejected by {verdict.admin_by or 'an admin'}: {verdict.admin_reason or why} (artifact {aid})"
+        return Blocked(msg + "; ask an admin to revoke the rejection if this is wrong", artifact_id=aid)
+    if verdict.status is VerdictStatus.QUARANTINED:
+        return Quarantined(
+            f"hubgate: quarantined by policy: {why} (artifact {aid}); "
+            f"ask an admin to review it: hubgate approve {aid} --reason '...'",
+            artifact_id=aid,
+        )
+    return Blocked(
+        f"hubgate: blocked by policy: {why} (artifact {aid}); "
+        f"if this is a false positive, ask an admin: hubgate approve {aid} --reason '...'",
+        artifact_id=aid,
+    )
+
+
+def servable(verdict: Verdict) -> bool:
+    """Approved, or recorded under an audit-mode policy (served with a warning) unless an admin rejected it."""
+    if verdict.status is VerdictStatus.APPROVED:
+        return True
+    return (
+        verdict.mode == "audit"
+        and verdict.admin_status is None
+        and verdict.status is not VerdictStatus.REJECTED
+    )
+
+
+def verify_download(meta: FileMeta, size: int, sha256: str, git_sha1: str | None, what: str) -> None:
+    """Raise IntegrityError unless the bytes are exactly what the upstream's metadata promised."""
+    if meta.size >= 0 and size != meta.size:
+        raise IntegrityError(
+            f"hubgate: download of {what} is {size} bytes, the upstream promised {meta.size}; nothing was kept"
+        )
+    if meta.sha256 and sha256 != meta.sha256:
+        raise IntegrityError(f"hubgate: sha256 mismatch for {what} (got {sha256}); nothing was kept")
+    if meta.git_oid and git_sha1 != meta.git_oid:
+        raise IntegrityError(f"hubgate: git blob id mismatch for {what} (got {git_sha1}); nothing was kept")
+    if meta.sha256_prefix and not sha256.startswith(meta.sha256_prefix):
+        raise IntegrityError(
+            f"hubgate: {what} names hash prefix {meta.sha256_prefix} but its sha256 is {sha256}; nothing was kept"
+        )
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        store: VerdictStore,
+        blobs: BlobStore,
+        scans: ScanPool,
+        policy: PolicyState,
+        metrics: Metrics,
+        max_file_size: int,
+        offline: bool = False,
+        on_decision: Callable[[Verdict], Awaitable[None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.scans = scans
+        self.policy = policy
+        self.metrics = metrics
+        self.max_file_size = max_file_size
+        self.offline = offline
+        self.on_decision = on_decision
+        self._tasks: dict[str, asyncio.Task[Verdict]] = {}
+
+    # ---- the entry point -------------------------------------------------------------------------
+
+    async def vet(
+        self,
+        ref: ArtifactRef,
+        meta: FileMeta,
+        repo: RepoMeta,
+        source: ContentSource | None,
+        *,
+        hold: float | None = None,
+    ) -> Verdict:
+        """The artifact's verdict, vetting it first if needed. Raises VettingInProgress after `hold` seconds."""
+        verdict = await self.store.get_verdict(ref.artifact_id)
+        if verdict is not None:
+            verdict = await self._current(verdict, ref, repo)
+            if verdict is not None and (not servable(verdict) or self.blobs.blob_path(verdict.sha256)):
+                return verdict
+        if source is None:
+            from proxy.hfmeta import offline_refusal
+
+            raise offline_refusal(ref.human, commit=ref.commit)
+        task = self._tasks.get(ref.artifact_id)
+        if task is None:
+            task = asyncio.create_task(self._vet_once(ref, meta, repo, source), name=f"vet:{ref.artifact_id}")
+            self._tasks[ref.artifact_id] = task
+            task.add_done_callback(lambda t, aid=ref.artifact_id: self._forget(aid, t))
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout=hold)
+        except TimeoutError:
+            raise VettingInProgress(await self._progress_message(ref), retry_after=2) from None
+
+    def _forget(self, artifact_id: str, task: asyncio.Task[Verdict]) -> None:
+        if self._tasks.get(artifact_id) is task:
+            del self._tasks[artifact_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("vetting %s failed: %s", artifact_id, task.exception())
+
+    def blob_path(self, verdict: Verdict) -> Path:
+        """The bytes of an approved verdict; anything else is a refusal."""
+        if not servable(verdict):
+            raise refusal(verdict)
+        path = self.blobs.blob_path(verdict.sha256)
+        if path is None:
+            raise UpstreamError(
+                f"hubgate: the vetted bytes of artifact {verdict.artifact_id} are missing; retry"
+            )
+        return path
+
+    refusal = staticmethod(refusal)
+
+    async def wait_idle(self) -> None:
+        """Wait for every vetting task (shutdown, tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    # ---- decisions -------------------------------------------------------------------------------
+
+    async def _current(self, verdict: Verdict, ref: ArtifactRef, repo: RepoMeta) -> Verdict | None:
+        """The verdict under today's policy: re-decided from the stored scan, never re-downloaded.
+
+        None means it must be vetted again (the scan engines changed, or no scan exists for a verdict that
+        would now allow the file).
+        """
+        policy = self.policy.current
+        if verdict.admin_status is not None or verdict.policy_hash == policy.hash:
+            return verdict
+        report = await self.store.get_scan(verdict.sha256) if verdict.scan_verdict is not None else None
+        if report is not None and report.engines != self.scans.engine_versions:
+            return None
+        decision = decide(report, ref, repo, policy)
+        if report is None and decision.action is not Action.BLOCK:
+            return None
+        updated = self._verdict_from(ref, verdict.sha256, verdict.size, report, decision, previous=verdict)
+        if servable(updated):
+            if self.blobs.blob_path(updated.sha256) is None:
+                if self.blobs.quarantine_path(updated.sha256) is None:
+                    return None
+                await self.blobs.promote(updated.sha256)
+        await self._record(updated, event="redecide", actor="policy")
+        return updated
+
+    def _verdict_from(
+        self,
+        ref: ArtifactRef,
+        sha256: str,
+        size: int,
+        report: ScanReport | None,
+        decision: Decision,
+        *,
+        previous: Verdict | None,
+    ) -> Verdict:
+        policy_status = ACTION_TO_STATUS[decision.action]
+        now = time.time()
+        return Verdict(
+            artifact_id=ref.artifact_id,
+            status=previous.admin_status if previous and previous.admin_status else policy_status,
+            reasons=[
+                f"{r.message} (rule {r.rule})" for r in decision.reasons if r.action is not Action.ALLOW
+            ],
+            decided_by=previous.decided_by if previous and previous.admin_status else "policy",
+            policy_hash=decision.policy_hash,
+            policy_status=policy_status,
+            admin_status=previous.admin_status if previous else None,
+            admin_reason=previous.admin_reason if previous else "",
+            admin_by=previous.admin_by if previous else "",
+            source=ref.source,
+            sha256=sha256,
+            size=size,
+            repo_type=ref.repo_type,
+            repo_id=ref.repo_id,
+            commit=ref.commit,
+            path=ref.path,
+            scan_verdict=report.verdict if report else None,
+            engines=report.engines if report else {},
+            mode=decision.mode,
+            created_at=previous.created_at if previous else now,
+            updated_at=now,
+        )
+
+    async def _record(self, verdict: Verdict, *, event: str, actor: str) -> None:
+        await self.store.put_verdict(verdict, event=event, actor=actor)
+        self.metrics.verdicts.labels(verdict.status.value, verdict.decided_by.split(":")[0]).inc()
+        if self.on_decision is not None and verdict.status in (
+            VerdictStatus.QUARANTINED,
+            VerdictStatus.BLOCKED,
+        ):
+            with contextlib.suppress(Exception):
+                await self.on_decision(verdict)
+
+    # ---- the work, once --------------------------------------------------------------------------
+
+    async def _vet_once(
+        self, ref: ArtifactRef, meta: FileMeta, repo: RepoMeta, source: ContentSource
+    ) -> Verdict:
+        lock = f"vet:{ref.artifact_id}"
+        while True:
+            token = await self.store.acquire_lock(lock, LOCK_TTL_MS)
+            if token is not None:
+                break
+            # another replica is vetting it: wait for its verdict (its lock expires if it dies)
+            done = await self.store.wait_verdict(ref.artifact_id, timeout=5.0)
+            if done is not None and (not servable(done) or self.blobs.blob_path(done.sha256)):
+                return done
+        renew = asyncio.create_task(self._renew(lock, token))
+        self.metrics.vetting.inc()
+        try:
+            return await self._vet_locked(ref, meta, repo, source)
+        finally:
+            self.metrics.vetting.dec()
+            renew.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renew
+            with contextlib.suppress(Exception):
+                await self.store.release_lock(lock, token)
+
+    async def _renew(self, lock: str, token: str) -> None:
+        while True:
+            await asyncio.sleep(LOCK_TTL_MS / 3000)
+            with contextlib.suppress(Exception):
+                await self.store.renew_lock(lock, token, LOCK_TTL_MS)
+
+    async def _vet_locked(
+        self, ref: ArtifactRef, meta: FileMeta, repo: RepoMeta, source: ContentSource
+    ) -> Verdict:
+        previous = await self.store.get_verdict(ref.artifact_id)
+        if previous is not None:
+            current = await self._current(previous, ref, repo)
+            if current is not None and (not servable(current) or self.blobs.blob_path(current.sha256)):
+                return current
+        policy = self.policy.current
+        if previous is None or previous.admin_status is None:
+            early = decide(None, ref, repo, policy)
+            if early.action is Action.BLOCK and early.mode != "audit":
+                # refused on repo facts alone (license, publisher): no need to download gigabytes
+                verdict = self._verdict_from(
+                    ref, meta.sha256 or "", meta.size, None, early, previous=previous
+                )
+                await self._record(verdict, event="decision", actor="policy")
+                return verdict
+        if meta.size > self.max_file_size:
+            raise Blocked(
+                f"hubgate: {ref.human} is {meta.size} bytes, above the limit of {self.max_file_size} "
+                f"(HUBGATE_MAX_FILE_SIZE); ask an admin to raise it",
+                artifact_id=ref.artifact_id,
+            )
+        sha256, size = await self._fetch(ref, meta, source)
+        report = await self._scan(ref, sha256)
+        decision = decide(report, ref, repo, policy)
+        verdict = self._verdict_from(ref, sha256, size, report, decision, previous=previous)
+        if servable(verdict):
+            await self.blobs.promote(sha256)
+        await self._record(verdict, event="decision", actor="policy")
+        return verdict
+
+    async def _fetch(self, ref: ArtifactRef, meta: FileMeta, source: ContentSource) -> tuple[str, int]:
+        """Bytes into quarantine/, verified; returns (sha256, size). Content already held is not fetched again."""
+        if meta.sha256 and (self.blobs.blob_path(meta.sha256) or self.blobs.quarantine_path(meta.sha256)):
+            return meta.sha256, meta.size
+        what = ref.human
+        started = last = time.monotonic()
+        key = f"progress:{ref.artifact_id}"
+        async with self.blobs.open_tmp(expected_size=meta.size if meta.size >= 0 else None) as writer:
+            async with source.open() as chunks:
+                async for chunk in chunks:
+                    await writer.write(chunk)
+                    self.metrics.upstream_bytes.inc(len(chunk))
+                    if writer.size > self.max_file_size:
+                        raise IntegrityError(f"hubgate: {what} exceeds the size limit while downloading")
+                    now = time.monotonic()
+                    if now - last >= PROGRESS_EVERY_S:
+                        last = now
+                        await self.store.set_progress(
+                            key,
+                            {
+                                "phase": "downloading",
+                                "bytes": writer.size,
+                                "total": meta.size,
+                                "since": started,
+                            },
+                        )
+            await writer.finish()
+            try:
+                verify_download(meta, writer.size, writer.sha256, writer.git_sha1, what)
+            except IntegrityError as exc:
+                await self.store.append_audit(
+                    "integrity-failure", "hubgate", artifact_id=ref.artifact_id, detail=exc.message
+                )
+                raise
+            await self.blobs.quarantine(writer)
+            return writer.sha256, writer.size
+
+    async def _scan(self, ref: ArtifactRef, sha256: str) -> ScanReport:
+        report = await self.store.get_scan(sha256)
+        if report is not None and report.engines == self.scans.engine_versions:
+            return report
+        path = self.blobs.quarantine_path(sha256) or self.blobs.blob_path(sha256)
+        if path is None:
+            raise UpstreamError(f"hubgate: the quarantined bytes of {ref.human} vanished; retry")
+        await self.store.set_progress(
+            f"progress:{ref.artifact_id}", {"phase": "scanning", "since": time.time()}
+        )
+        report = await self.scans.scan(path, display_name=ref.path, known_sha256=sha256)
+        self.metrics.scan_seconds.observe(report.duration_s)
+        await self.store.set_scan(report)
+        return report
+
+    async def _progress_message(self, ref: ArtifactRef) -> str:
+        info = await self.store.get_progress(f"progress:{ref.artifact_id}") or {}
+        phase = info.get("phase", "starting")
+        detail = ""
+        if phase == "downloading" and info.get("total", -1) > 0:
+            detail = f" {100 * info.get('bytes', 0) // info['total']}% of {info['total']} bytes"
+        return f"hubgate: vetting {ref.human} ({phase}{detail}); retry shortly"

@@ -1,0 +1,1 @@
+"""The HTTP edge: aiohttp application, middleware, HF / torch / admin routes."""
