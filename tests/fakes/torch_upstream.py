@@ -1,0 +1,126 @@
+"""A fake download.pytorch.org and a fake GitHub (web, api, codeload) as one real aiohttp app.
+
+Shapes copied from protocol/torch.md: `/models/<path>`; `/{o}/{r}/zipball/{ref}` answers 302 to a
+codeload-like `/_codeload/{o}/{r}/legacy.zip/<refs/heads/ref | sha>`;
+`/repos/{o}/{r}/branches|tags?per_page&page` pages and returns `[]` after the last page;
+`/{o}/{r}/tree/main/` is 200 or 404. Every request is logged so tests can assert what hubgate fetched (and
+that it pinned a commit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class FakeRepo:
+    owner: str
+    repo: str
+    branches: dict[str, str] = field(default_factory=dict)  # name -> commit sha
+    tags: dict[str, str] = field(default_factory=dict)
+    archives: dict[str, bytes] = field(default_factory=dict)  # commit sha -> zip bytes
+
+
+@dataclass
+class FakePyTorch:
+    models: dict[str, bytes] = field(default_factory=dict)  # path under /models/ -> bytes
+    repos: dict[tuple[str, str], FakeRepo] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)  # "METHOD /path?query"
+    cut_models: set[str] = field(default_factory=set)  # paths whose transfer stops halfway
+
+    def add_repo(
+        self, owner: str, repo: str, files: dict[str, str], *, branch: str = "main", tag: str = ""
+    ) -> str:
+        """Add a commit holding `files` (relative path -> text) at `branch` (and `tag`); returns its sha."""
+        fake = self.repos.setdefault((owner, repo), FakeRepo(owner, repo))
+        seed = f"{owner}/{repo}/{sorted(files.items())}/{len(fake.archives)}"
+        sha = hashlib.sha1(seed.encode()).hexdigest()
+        fake.archives[sha] = make_zipball(owner, repo, sha, files)
+        fake.branches[branch] = sha
+        if tag:
+            fake.tags[tag] = sha
+        return sha
+
+    def count(self, needle: str) -> int:
+        return sum(1 for r in self.requests if needle in r)
+
+
+def make_zipball(owner: str, repo: str, sha: str, files: dict[str, str]) -> bytes:
+    """A GitHub-style zipball: the first entry is the top folder `{owner}-{repo}-{sha7}/`."""
+    top = f"{owner}-{repo}-{sha[:7]}/"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(zipfile.ZipInfo(top), b"")
+        for rel, text in sorted(files.items()):
+            zf.writestr(top + rel, text)
+    return buf.getvalue()
+
+
+def make_app(state: FakePyTorch) -> web.Application:
+    @web.middleware
+    async def log(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        state.requests.append(f"{request.method} {request.path_qs}")
+        return await handler(request)
+
+    async def model(request: web.Request) -> web.StreamResponse:
+        path = request.match_info["path"]
+        body = state.models.get(path)
+        if body is None:
+            return web.Response(status=404, text="Not Found")
+        if path in state.cut_models and request.method == "GET":
+            resp = web.StreamResponse(headers={"Content-Length": str(len(body))})
+            await resp.prepare(request)
+            await resp.write(body[: len(body) // 2])
+            request.transport.close()  # type: ignore[union-attr]
+            return resp
+        return web.Response(body=body, content_type="application/octet-stream")
+
+    def repo_of(request: web.Request) -> FakeRepo:
+        fake = state.repos.get((request.match_info["owner"], request.match_info["repo"]))
+        if fake is None:
+            raise web.HTTPNotFound(text='{"message": "Not Found"}', content_type="application/json")
+        return fake
+
+    async def listing(request: web.Request) -> web.Response:
+        fake = repo_of(request)
+        heads = fake.branches if request.match_info["kind"] == "branches" else fake.tags
+        per_page = int(request.query.get("per_page", "30"))
+        page = int(request.query.get("page", "1"))
+        items = [{"name": n, "commit": {"sha": s, "url": "x"}} for n, s in sorted(heads.items())]
+        return web.json_response(items[(page - 1) * per_page : page * per_page])
+
+    async def zipball(request: web.Request) -> web.Response:
+        fake = repo_of(request)
+        ref = request.match_info["ref"]
+        sha = fake.branches.get(ref) or fake.tags.get(ref) or (ref if ref in fake.archives else None)
+        if sha is None:
+            raise web.HTTPNotFound()
+        target = f"refs/heads/{ref}" if ref in fake.branches else sha
+        raise web.HTTPFound(f"/_codeload/{fake.owner}/{fake.repo}/legacy.zip/{target}")
+
+    async def codeload(request: web.Request) -> web.Response:
+        fake = repo_of(request)
+        ref = request.match_info["ref"].removeprefix("refs/heads/")
+        sha = fake.branches.get(ref) or (ref if ref in fake.archives else None)
+        if sha is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=fake.archives[sha], content_type="application/zip")
+
+    async def tree(request: web.Request) -> web.Response:
+        fake = repo_of(request)
+        if request.match_info["branch"] in fake.branches:
+            return web.Response(text="<html>tree</html>", content_type="text/html")
+        raise web.HTTPNotFound()
+
+    app = web.Application(middlewares=[log])
+    app.router.add_get("/models/{path:.+}", model)
+    app.router.add_get("/repos/{owner}/{repo}/{kind:branches|tags}", listing)
+    app.router.add_get("/_codeload/{owner}/{repo}/legacy.zip/{ref:.+}", codeload)
+    app.router.add_get("/{owner}/{repo}/zipball/{ref:.+}", zipball)
+    app.router.add_get("/{owner}/{repo}/tree/{branch}/", tree)
+    return app
