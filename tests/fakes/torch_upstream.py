@@ -124,3 +124,55 @@ def make_app(state: FakePyTorch) -> web.Application:
     app.router.add_get("/{owner}/{repo}/zipball/{ref:.+}", zipball)
     app.router.add_get("/{owner}/{repo}/tree/{branch}/", tree)
     return app
+
+
+def state_dict_bytes(seed: int = 0) -> bytes:
+    """A real `torch.save` of a small nn.Module's state dict (zip format), deterministic per seed."""
+    import torch
+
+    torch.manual_seed(seed)
+    buf = io.BytesIO()
+    torch.save(torch.nn.Linear(4, 2).state_dict(), buf)
+    return buf.getvalue()
+
+
+def hashed_name(stem: str, body: bytes, digits: int = 8) -> str:
+    """`<stem>-<sha256 prefix>.pth`, the way download.pytorch.org names weights."""
+    return f"{stem}-{hashlib.sha256(body).hexdigest()[:digits]}.pth"
+
+
+def hubconf(weight_url: str) -> str:
+    """A minimal hub repo entry point that loads its weights from an original download.pytorch.org URL."""
+    return f'''dependencies = ["torch"]
+
+import torch
+
+
+def tiny(pretrained=True):
+    """A 4->2 linear layer."""
+    model = torch.nn.Linear(4, 2)
+    if pretrained:
+        model.load_state_dict(torch.hub.load_state_dict_from_url({weight_url!r}, check_hash=True))
+    return model
+'''
+
+
+class _Marker:
+    """Pickles as `os.system(<cmd>)`: loading it with weights_only=False would run the command."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return os.system, (self.command,)
+
+
+def malicious_pth(marker: str) -> bytes:
+    """A torch zip checkpoint whose pickle runs `touch <marker>` (harmless; generated at test time only)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"weight": torch.zeros(2), "payload": _Marker(f"touch {marker}")}, buf)
+    return buf.getvalue()
