@@ -132,9 +132,7 @@ class EmbeddedRedis:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise Unavailable(
-                    f"hubgate: cannot create the Redis directory {self.directory}: {exc}"
-                ) from exc
+                raise Unavailable(f"hubgate: cannot create the Redis directory {self.directory}: {exc}") from exc
             sock = self._choose_socket()
             self._clear_stale(sock)
             options = {

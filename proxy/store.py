@@ -43,9 +43,7 @@ READ_CHUNK = 8 * 1024 * 1024
 
 
 def _storage_error(action: str, exc: OSError) -> Unavailable:
-    return Unavailable(
-        f"hubgate: storage is unavailable ({action}: {exc}); refusing to serve until it is fixed"
-    )
+    return Unavailable(f"hubgate: storage is unavailable ({action}: {exc}); refusing to serve until it is fixed")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -120,9 +118,7 @@ class TmpWriter:
             git_size_header is True or (git_size_header is None and expected_size <= GIT_SHA1_STREAM_MAX)
         )
         self._sha256 = hashlib.sha256()
-        self._sha1 = (
-            hashlib.sha1(b"blob %d\0" % expected_size) if stream_git and expected_size is not None else None
-        )
+        self._sha1 = hashlib.sha1(b"blob %d\0" % expected_size) if stream_git and expected_size is not None else None
         self._buffer = bytearray()
         # At most one buffer is being written+hashed in a thread while the next one fills (double
         # buffering: the transfer does not wait for the disk chunk by chunk).
@@ -216,9 +212,7 @@ class TmpWriter:
     async def _flush(self, data: bytearray) -> None:
         # Writing and hashing in two threads at once: both release the GIL (hashlib does on big
         # buffers), so the slower of the two sets the pace, not their sum.
-        await asyncio.gather(
-            asyncio.to_thread(self._write_sync, data), asyncio.to_thread(self._hash_sync, data)
-        )
+        await asyncio.gather(asyncio.to_thread(self._write_sync, data), asyncio.to_thread(self._hash_sync, data))
 
     def _write_sync(self, data: bytearray) -> None:
         assert self._fd is not None
@@ -267,9 +261,7 @@ class BlobStore:
             for leftover in self.tmp_dir.iterdir():
                 report.tmp_files_removed += 1
                 if leftover.is_dir() and not leftover.is_symlink():
-                    report.tmp_bytes_removed += sum(
-                        p.stat().st_size for p in leftover.rglob("*") if p.is_file()
-                    )
+                    report.tmp_bytes_removed += sum(p.stat().st_size for p in leftover.rglob("*") if p.is_file())
                     shutil.rmtree(leftover)
                 else:
                     report.tmp_bytes_removed += leftover.lstat().st_size
@@ -352,13 +344,17 @@ class BlobStore:
             size = await asyncio.to_thread(_size_or_none, held)
             if size is None:
                 raise Unavailable(
-                    f"hubgate: cannot approve {sha}: its bytes are not in quarantine (deleted or torn); "
-                    "fetch it again"
+                    f"hubgate: cannot approve {sha}: its bytes are not in quarantine (deleted or torn); fetch it again"
                 )
             await asyncio.to_thread(blob.parent.mkdir, parents=True, exist_ok=True)
             with self._move(sha):
                 await asyncio.to_thread(self._mark_pending, sha, size)
-                await asyncio.to_thread(os.replace, held, blob)
+                try:
+                    await asyncio.to_thread(os.replace, held, blob)
+                except FileNotFoundError:
+                    if not await asyncio.to_thread(blob.exists):
+                        raise
+                    # a concurrent promote of the same digest moved it first: same result
                 self._make_durable(sha)
         except OSError as exc:
             raise _storage_error(f"move {held} to {blob}", exc) from exc

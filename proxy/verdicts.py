@@ -123,9 +123,7 @@ def _unavailable(exc: Exception) -> Unavailable:
         return Unavailable(
             f"hubgate: Redis is unreachable ({type(exc).__name__}: {exc}); refusing to serve until it is back"
         )
-    return Unavailable(
-        f"hubgate: Redis answered with an error ({type(exc).__name__}: {exc}); refusing to serve"
-    )
+    return Unavailable(f"hubgate: Redis answered with an error ({type(exc).__name__}: {exc}); refusing to serve")
 
 
 def _mapped(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -142,9 +140,7 @@ def _mapped(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
 
 
 def _corrupt(what: str, key: str, exc: Exception) -> Unavailable:
-    return Unavailable(
-        f"hubgate: the record {key} ({what}) in Redis is unreadable ({exc}); refusing to use it"
-    )
+    return Unavailable(f"hubgate: the record {key} ({what}) in Redis is unreadable ({exc}); refusing to use it")
 
 
 class VerdictStore:
@@ -206,9 +202,7 @@ class VerdictStore:
         return value
 
     @_mapped
-    async def set_revision(
-        self, repo_type: str, repo_id: str, revision: str, commit: str, ttl: int | None
-    ) -> None:
+    async def set_revision(self, repo_type: str, repo_id: str, revision: str, commit: str, ttl: int | None) -> None:
         """Cache a resolution (ttl None: never expires, for commit shas) and keep the offline copy."""
         rt = str(repo_type)
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -219,17 +213,13 @@ class VerdictStore:
     @_mapped
     async def get_revision_offline(self, repo_type: str, repo_id: str, revision: str) -> str | None:
         """The last commit `revision` resolved to, however old (offline mode only)."""
-        value: str | None = await self._redis.hget(
-            self.keys.revisions_offline(str(repo_type), repo_id), revision
-        )
+        value: str | None = await self._redis.hget(self.keys.revisions_offline(str(repo_type), repo_id), revision)
         return value
 
     @_mapped
     async def list_revisions(self, repo_type: str, repo_id: str) -> dict[str, str]:
         """Every revision ever resolved for this repo -> its last known commit."""
-        result: dict[str, str] = await self._redis.hgetall(
-            self.keys.revisions_offline(str(repo_type), repo_id)
-        )
+        result: dict[str, str] = await self._redis.hgetall(self.keys.revisions_offline(str(repo_type), repo_id))
         return result
 
     # -- file metadata, upstream documents, scan reports ----------------------------------------------
@@ -242,9 +232,7 @@ class VerdictStore:
 
     @_mapped
     async def set_file_meta(self, repo_type: str, repo_id: str, commit: str, meta: FileMeta) -> None:
-        await self._redis.set(
-            self.keys.file_meta(str(repo_type), repo_id, commit, meta.path), meta.model_dump_json()
-        )
+        await self._redis.set(self.keys.file_meta(str(repo_type), repo_id, commit, meta.path), meta.model_dump_json())
 
     @_mapped
     async def get_doc(self, kind: str, key: str) -> dict[str, Any] | list[Any] | None:
@@ -257,15 +245,11 @@ class VerdictStore:
         except ValueError as exc:
             raise _corrupt("document", redis_key, exc) from exc
         if not isinstance(value, dict | list):
-            raise _corrupt(
-                "document", redis_key, TypeError(f"expected an object or a list, got {type(value)}")
-            )
+            raise _corrupt("document", redis_key, TypeError(f"expected an object or a list, got {type(value)}"))
         return value
 
     @_mapped
-    async def set_doc(
-        self, kind: str, key: str, value: dict[str, Any] | list[Any], ttl: int | None = None
-    ) -> None:
+    async def set_doc(self, kind: str, key: str, value: dict[str, Any] | list[Any], ttl: int | None = None) -> None:
         await self._redis.set(self.keys.doc(kind, key), json.dumps(value, separators=(",", ":")), ex=ttl)
 
     @_mapped

@@ -163,14 +163,10 @@ async def test_status_change_moves_between_index_sets_and_audits_both(
             "decided_by": "admin:ann",
         }
     )
-    await verdict_store.put_verdict(
-        approved, event="approve", actor="admin:ann", detail={"reason": "reviewed"}
-    )
+    await verdict_store.put_verdict(approved, event="approve", actor="admin:ann", detail={"reason": "reviewed"})
     assert (await verdict_store.get_verdict(v.artifact_id)) == approved
     assert [x.artifact_id for x in await verdict_store.list_verdicts(VerdictStatus.QUARANTINED)] == []
-    assert [x.artifact_id for x in await verdict_store.list_verdicts(VerdictStatus.APPROVED)] == [
-        v.artifact_id
-    ]
+    assert [x.artifact_id for x in await verdict_store.list_verdicts(VerdictStatus.APPROVED)] == [v.artifact_id]
     entries = await verdict_store.read_audit(artifact_id=v.artifact_id)
     assert [(e["event"], e["actor"], e["status"]) for e in entries] == [
         ("decision", "policy", "quarantined"),
@@ -181,9 +177,7 @@ async def test_status_change_moves_between_index_sets_and_audits_both(
     assert entries[1]["ref"] == f"org/model@{COMMIT[:12]}:model.bin"
 
 
-async def test_put_verdict_is_atomic_under_concurrent_writers(
-    verdict_store: VerdictStore, redis_url: str
-) -> None:
+async def test_put_verdict_is_atomic_under_concurrent_writers(verdict_store: VerdictStore, redis_url: str) -> None:
     """Many concurrent status flips of one artifact: the record and the index sets always agree."""
     v = make_verdict()
     statuses = list(VerdictStatus) * 10
@@ -196,15 +190,11 @@ async def test_put_verdict_is_atomic_under_concurrent_writers(
     final = await verdict_store.get_verdict(v.artifact_id)
     assert final is not None
     client = raw_client(redis_url)
-    holding = [
-        s for s in VerdictStatus if client.sismember(verdict_store.keys.status_index(s), v.artifact_id)
-    ]
+    holding = [s for s in VerdictStatus if client.sismember(verdict_store.keys.status_index(s), v.artifact_id)]
     assert holding == [final.status]
     assert len(await verdict_store.read_audit(artifact_id=v.artifact_id, count=100)) == len(statuses)
     # the last audit entry is the write that won
-    assert (await verdict_store.read_audit(artifact_id=v.artifact_id, count=1))[0][
-        "status"
-    ] == final.status.value
+    assert (await verdict_store.read_audit(artifact_id=v.artifact_id, count=1))[0]["status"] == final.status.value
 
 
 async def test_list_verdicts_orders_by_update_and_limits(verdict_store: VerdictStore) -> None:
@@ -305,9 +295,7 @@ async def test_read_audit_filters_across_batches(verdict_store: VerdictStore) ->
     for i in range(250):
         await verdict_store.append_audit("noise", "t", n=str(i))
     assert [e["event"] for e in await verdict_store.read_audit(event="needle", count=1)] == ["needle"]
-    assert [e["event"] for e in await verdict_store.read_audit(since=0, event="needle", count=1)] == [
-        "needle"
-    ]
+    assert [e["event"] for e in await verdict_store.read_audit(since=0, event="needle", count=1)] == ["needle"]
     assert [e["n"] for e in await verdict_store.read_audit(count=3)] == ["247", "248", "249"]
 
 
