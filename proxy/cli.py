@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _extension_commands() -> list[Callable[[Any], None]]:
     """Subcommands that live with their feature (torch mirror, bundles, vet)."""
     registrars: list[Callable[[Any], None]] = []
+    from proxy.torch_command import add_parser as add_torch_mirror
+
+    registrars.append(add_torch_mirror)
     return registrars
 
 

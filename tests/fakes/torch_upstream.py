@@ -9,9 +9,13 @@ that it pinned a commit).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -31,11 +35,10 @@ class FakePyTorch:
     models: dict[str, bytes] = field(default_factory=dict)  # path under /models/ -> bytes
     repos: dict[tuple[str, str], FakeRepo] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)  # "METHOD /path?query"
+    url: str = ""  # set while running
     cut_models: set[str] = field(default_factory=set)  # paths whose transfer stops halfway
 
-    def add_repo(
-        self, owner: str, repo: str, files: dict[str, str], *, branch: str = "main", tag: str = ""
-    ) -> str:
+    def add_repo(self, owner: str, repo: str, files: dict[str, str], *, branch: str = "main", tag: str = "") -> str:
         """Add a commit holding `files` (relative path -> text) at `branch` (and `tag`); returns its sha."""
         fake = self.repos.setdefault((owner, repo), FakeRepo(owner, repo))
         seed = f"{owner}/{repo}/{sorted(files.items())}/{len(fake.archives)}"
@@ -157,7 +160,7 @@ def tiny(pretrained=True):
 '''
 
 
-class _Marker:
+class Marker:
     """Pickles as `os.system(<cmd>)`: loading it with weights_only=False would run the command."""
 
     def __init__(self, command: str) -> None:
@@ -174,5 +177,30 @@ def malicious_pth(marker: str) -> bytes:
     import torch
 
     buf = io.BytesIO()
-    torch.save({"weight": torch.zeros(2), "payload": _Marker(f"touch {marker}")}, buf)
+    torch.save({"weight": torch.zeros(2), "payload": Marker(f"touch {marker}")}, buf)
     return buf.getvalue()
+
+
+@contextmanager
+def running(state: FakePyTorch) -> Iterator[FakePyTorch]:
+    """Serve `state` on 127.0.0.1 (free port) from a daemon thread; `state.url` is its base URL."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-pytorch", daemon=True)
+    thread.start()
+    runner = web.AppRunner(make_app(state), access_log=None)
+
+    async def start() -> None:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        state.url = f"http://127.0.0.1:{port}"
+
+    asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    try:
+        yield state
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
