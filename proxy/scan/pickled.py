@@ -1,0 +1,134 @@
+"""Files that carry pickles: raw pickle / joblib / dill / cloudpickle, torch legacy, torch zip, NumPy `.npy`.
+
+Each function finds the pickle streams inside its container (reading only those: a torch zip's tensor
+storages are never read), walks them with our allowlist engine and hands the same bytes to the external
+engines. A limit hit marks the scan incomplete (verdict `error`).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import struct
+import zipfile
+from pathlib import Path
+from typing import BinaryIO
+
+from proxy.models import Severity
+from proxy.scan import engines
+from proxy.scan.archive import unsafe_member_name
+from proxy.scan.pickle import PickleScan, scan_pickle_stream
+from proxy.scan.state import ScanState
+
+
+def _record(ours: PickleScan, data: bytes | None, state: ScanState, location: str) -> None:
+    state.findings.extend(ours.findings)
+    if not ours.complete:
+        state.incomplete.append(f"pickle walk incomplete at {location}")
+    if state.run_engines and data is not None:
+        engines.check_pickle(data, location=location, ours=ours, state=state)
+
+
+def scan_pickle_file(
+    path: Path, state: ScanState, location: str, *, max_pickles: int | None = None, offset: int = 0
+) -> None:
+    """Raw pickle streams (one or several in a row), optionally starting at `offset`."""
+    limits = state.limits
+    with path.open("rb") as f:
+        f.seek(offset)
+        ours = scan_pickle_stream(f, location=location, limits=limits, max_pickles=max_pickles)
+        data = None
+        if state.run_engines:
+            data = _pickle_bytes(f, offset, ours)
+    _record(ours, data, state, location)
+
+
+def _pickle_bytes(f: BinaryIO, offset: int, ours: PickleScan) -> bytes:
+    """The opcode bytes our walk covered, minus inline array payloads (joblib), for the other engines."""
+    parts: list[bytes] = []
+    here = 0
+    for start, end in [*ours.gaps, (ours.bytes_walked, ours.bytes_walked)]:
+        f.seek(offset + here)
+        parts.append(f.read(max(start - here, 0)))
+        here = end
+    return b"".join(parts)
+
+
+def _is_storage(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) >= 2 and parts[-2] == "data" and parts[-1].isdigit()
+
+
+def scan_torch_zip(path: Path, state: ScanState, location: str) -> None:
+    """Every pickle member of a torch zip (data.pkl, constants.pkl, debug pickles, and any member whose
+    bytes start like a pickle), never the tensor storages under `data/`."""
+    limits = state.limits
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+        state.give_up("torch.corrupt", f"torch zip cannot be read: {exc}", location)
+        return
+    scanned = 0
+    with zf:
+        for info in zf.infolist():
+            where = f"{location}!{info.filename}"
+            why = unsafe_member_name(info.filename)
+            if why:
+                state.add(Severity.HIGH, "archive.path-traversal", f"member name {info.filename!r}: {why}", where)
+            if info.is_dir() or _is_storage(info.filename):
+                continue
+            try:
+                with zf.open(info) as src:
+                    is_pickle = info.filename.endswith(("pkl", ".pickle")) or src.read(1) == b"\x80"
+                    if not is_pickle:
+                        continue
+                scanned += 1
+                if scanned > limits.max_pickle_members:
+                    state.give_up("pickle.limit", f"more than {limits.max_pickle_members} pickle members", location)
+                    return
+                with zf.open(info) as src:
+                    data = src.read(limits.max_pickle_bytes + 1)
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError) as exc:
+                state.give_up("torch.corrupt", f"member {info.filename!r} cannot be read: {exc}", where)
+                continue
+            if len(data) > limits.max_pickle_bytes:
+                state.give_up("pickle.limit", f"pickle member larger than {limits.max_pickle_bytes} bytes", where)
+                continue
+            ours = scan_pickle_stream(io.BytesIO(data), location=where, limits=limits)
+            _record(ours, data, state, where)
+    if scanned == 0:
+        state.give_up("torch.no-pickle", "torch zip without a readable pickle member", location)
+
+
+def scan_npy(path: Path, state: ScanState, location: str) -> None:
+    """`.npy`: parse the header; object dtypes are followed by a pickle, which is walked."""
+    with path.open("rb") as f:
+        head = f.read(12)
+        if len(head) < 10 or not head.startswith(b"\x93NUMPY"):
+            state.add(Severity.MEDIUM, "numpy.malformed", "truncated .npy header", location)
+            return
+        major = head[6]
+        if major == 1:
+            hlen, start = struct.unpack("<H", head[8:10])[0], 10
+        elif major in (2, 3):
+            if len(head) < 12:
+                state.add(Severity.MEDIUM, "numpy.malformed", "truncated .npy header", location)
+                return
+            hlen, start = struct.unpack("<I", head[8:12])[0], 12
+        else:
+            state.add(Severity.MEDIUM, "numpy.malformed", f"unknown .npy version {major}", location)
+            return
+        if hlen > 1 << 20:
+            state.add(Severity.MEDIUM, "numpy.malformed", f".npy header of {hlen} bytes", location)
+            return
+        f.seek(start)
+        raw = f.read(hlen)
+    try:
+        header = ast.literal_eval(raw.decode("latin-1"))
+        descr = header["descr"]
+    except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError) as exc:
+        state.add(Severity.MEDIUM, "numpy.malformed", f".npy header does not parse: {type(exc).__name__}", location)
+        return
+    if "O" in repr(descr):
+        state.add(Severity.INFO, "numpy.object-array", "object array: its payload is a pickle", location)
+        scan_pickle_file(path, state, f"{location}+pickle", offset=start + hlen)

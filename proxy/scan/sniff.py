@@ -1,0 +1,281 @@
+"""Identify a file's format from its bytes (magic numbers and structure); the name is only a tie-breaker.
+
+`sniff_file` reads the first 64 KiB, the last 64 KiB (for a zip end-of-central-directory) and, for zip/tar,
+the member names. It returns the primary format plus every format the bytes also parse as: a file that is
+two things at once (a pickle with a zip tail, a safetensors with a zip appended) is a polyglot finding, and
+an unrecognised binary is a finding that policy can quarantine. Pure: no scanning, no decompression.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import tarfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proxy.models import FileFormat, Finding, FormatFamily, Severity
+from proxy.scan.opcodes import BudgetExceeded, CountingReader, OpcodeError, iter_opcodes
+
+ENGINE = "hubgate"
+HEAD = 64 * 1024
+TORCH_LEGACY_PREFIX = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
+_HDF5 = b"\x89HDF\r\n\x1a\n"
+_ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+
+FAMILY: dict[FileFormat, FormatFamily] = {
+    FileFormat.PICKLE: FormatFamily.PICKLE,
+    FileFormat.TORCH_ZIP: FormatFamily.PICKLE,
+    FileFormat.TORCH_LEGACY: FormatFamily.PICKLE,
+    FileFormat.TORCH_LEGACY_TAR: FormatFamily.PICKLE,
+    FileFormat.JOBLIB: FormatFamily.PICKLE,
+    FileFormat.TORCHSCRIPT: FormatFamily.TORCHSCRIPT,
+    FileFormat.NUMPY: FormatFamily.NUMPY,
+    FileFormat.NUMPY_NPZ: FormatFamily.NUMPY,
+    FileFormat.SAFETENSORS: FormatFamily.SAFETENSORS,
+    FileFormat.GGUF: FormatFamily.GGUF,
+    FileFormat.HDF5: FormatFamily.KERAS,
+    FileFormat.KERAS: FormatFamily.KERAS,
+    FileFormat.SAVED_MODEL: FormatFamily.TENSORFLOW,
+    FileFormat.ONNX: FormatFamily.ONNX,
+    FileFormat.ZIP: FormatFamily.ARCHIVE,
+    FileFormat.TAR: FormatFamily.ARCHIVE,
+    FileFormat.SEVEN_ZIP: FormatFamily.ARCHIVE,
+    FileFormat.GZIP: FormatFamily.ARCHIVE,
+    FileFormat.ZLIB: FormatFamily.ARCHIVE,
+    FileFormat.XZ: FormatFamily.ARCHIVE,
+    FileFormat.BZ2: FormatFamily.ARCHIVE,
+    FileFormat.JSON: FormatFamily.CONFIG,
+    FileFormat.PYTHON: FormatFamily.CUSTOM_CODE,
+    FileFormat.TEXT: FormatFamily.TEXT,
+    FileFormat.EMPTY: FormatFamily.TEXT,
+    FileFormat.UNKNOWN: FormatFamily.UNKNOWN,
+}
+
+
+def family_of(fmt: FileFormat) -> FormatFamily:
+    return FAMILY[fmt]
+
+
+@dataclass(frozen=True)
+class Sniff:
+    format: FileFormat
+    formats: tuple[FileFormat, ...]
+    findings: tuple[Finding, ...] = ()
+    names: tuple[str, ...] = field(default=(), repr=False)  # zip/tar member names when relevant
+
+    @property
+    def families(self) -> list[FormatFamily]:
+        return sorted({FAMILY[f] for f in self.formats}, key=list(FormatFamily).index)
+
+
+def _finding(severity: Severity, rule: str, message: str, location: str = "") -> Finding:
+    return Finding(engine=ENGINE, severity=severity, rule=rule, message=message, location=location)
+
+
+# -- individual recognisers -------------------------------------------------------------------------------
+
+
+def zip_names(path: Path, limit: int = 100_000) -> list[str] | None:
+    """Member names if the file opens as a zip (central directory only), else None."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            return [i.filename for i in infos[:limit]]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, struct.error):
+        return None
+
+
+def classify_zip(names: list[str]) -> FileFormat:
+    if any(re.search(r"(^|/)constants\.pkl$", n) for n in names) and any("/code/" in n for n in names):
+        return FileFormat.TORCHSCRIPT
+    if any(re.search(r"(^|/)data\.pkl$", n) for n in names):
+        return FileFormat.TORCH_ZIP
+    if "config.json" in names and "metadata.json" in names:
+        return FileFormat.KERAS
+    if names and all(n.endswith(".npy") for n in names):
+        return FileFormat.NUMPY_NPZ
+    return FileFormat.ZIP
+
+
+def tar_names(path: Path, limit: int = 1000) -> list[str] | None:
+    try:
+        with tarfile.open(path, "r:") as tf:
+            names = []
+            for info in tf:
+                names.append(info.name)
+                if len(names) >= limit:
+                    break
+            return names
+    except (tarfile.TarError, OSError, ValueError, EOFError, UnicodeDecodeError):
+        return None
+
+
+def looks_like_pickle(head: bytes, size: int) -> bool:
+    """Protocol 2+ by its PROTO header; protocol 0/1 by walking the head to a STOP (or to its end)."""
+    if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
+        return True
+    if not head or head[0:1] not in b"(cI]}SVNLFdlpKJMGTUX\x8a\x8bq":
+        return False
+    r = CountingReader(io.BytesIO(head), budget=len(head))
+    ops = 0
+    try:
+        for _op, _arg, _pos in iter_opcodes(r, max_line=4096, max_str=len(head)):
+            ops += 1
+        return ops >= 2  # reached STOP
+    except OpcodeError as exc:
+        # a protocol 0 pickle longer than the head: parsed cleanly all the way to the cut
+        return exc.eof and len(head) >= HEAD and ops >= 16
+    except BudgetExceeded:
+        return len(head) >= HEAD and ops >= 16
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    if len(head) < 10:
+        return False
+    n = struct.unpack("<Q", head[:8])[0]
+    return 2 <= n <= size - 8 and head[8:9] == b"{"
+
+
+def _is_zlib(head: bytes) -> bool:
+    return (
+        len(head) >= 2
+        and head[0] == 0x78
+        and head[1] in (0x01, 0x5E, 0x9C, 0xDA)
+        and ((head[0] << 8) | head[1]) % 31 == 0
+    )
+
+
+def _is_protobuf_model(head: bytes, hint: str) -> FileFormat | None:
+    """ONNX ModelProto and TF SavedModel both start with field 1 varint (0x08)."""
+    lower = hint.lower()
+    if lower.endswith("saved_model.pb") or (lower.endswith(".pb") and head[:3] == b"\x08\x01\x12"):
+        return FileFormat.SAVED_MODEL
+    onnx_tags = (0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42)
+    if len(head) >= 3 and head[0] == 0x08 and 1 <= head[1] <= 20 and (lower.endswith(".onnx") or head[2] in onnx_tags):
+        return FileFormat.ONNX
+    return None
+
+
+def _text(head: bytes, size: int) -> str | None:
+    if b"\x00" in head:
+        return None
+    data = head[3:] if head.startswith(b"\xef\xbb\xbf") else head
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if size > len(head) and exc.start >= len(data) - 4:  # a multibyte char cut by the head
+            text = data[: exc.start].decode("utf-8", "replace")
+        else:
+            return None
+    printable = sum(1 for c in text if c.isprintable() or c in "\r\n\t\f\v")
+    return text if not text or printable / len(text) > 0.95 else None
+
+
+_PY_LINE = re.compile(r"^(import \w|from [\w.]+ import |def \w+\(|class \w+[(:]|if __name__ == )", re.M)
+
+
+def _is_python(text: str, hint: str, complete: bool) -> bool:
+    lower = hint.lower()
+    if lower.endswith((".py", ".pyw", ".pyi")):
+        return True
+    if lower.endswith((".md", ".txt", ".rst", ".json", ".yaml", ".yml", ".cfg", ".toml", ".ini")):
+        return False
+    if text.startswith("#!") and "python" in text.split("\n", 1)[0]:
+        return True
+    if not _PY_LINE.search(text):
+        return False
+    if not complete:
+        return True
+    import ast
+
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return True
+
+
+# -- the sniffer ------------------------------------------------------------------------------------------
+
+
+def _primary(path: Path, head: bytes, size: int, hint: str) -> tuple[FileFormat, tuple[str, ...]]:
+    if size == 0:
+        return FileFormat.EMPTY, ()
+    if head.startswith(_ZIP_STARTS):
+        names = zip_names(path)
+        if names is not None:
+            return classify_zip(names), tuple(names)
+    if head.startswith(TORCH_LEGACY_PREFIX):
+        return FileFormat.TORCH_LEGACY, ()
+    if looks_like_pickle(head, size):
+        if b"joblib.numpy_pickle" in head[:4096] or b"NumpyArrayWrapper" in head[:4096]:
+            return FileFormat.JOBLIB, ()
+        return FileFormat.PICKLE, ()
+    if head.startswith(b"\x93NUMPY"):
+        return FileFormat.NUMPY, ()
+    if head.startswith(b"GGUF"):
+        return FileFormat.GGUF, ()
+    if any(head[off : off + 8] == _HDF5 for off in (0, 512, 1024, 2048)):
+        return FileFormat.HDF5, ()
+    if _is_safetensors(head, size):
+        return FileFormat.SAFETENSORS, ()
+    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+        return FileFormat.SEVEN_ZIP, ()
+    if head.startswith(b"\x1f\x8b"):
+        return FileFormat.GZIP, ()
+    if head.startswith(b"\xfd7zXZ\x00") or head.startswith(b"\x5d\x00\x00"):
+        return FileFormat.XZ, ()  # xz and lzma-alone (joblib's lzma) share one decoder
+    if re.match(rb"BZh[1-9]1AY&SY", head[:10]):
+        return FileFormat.BZ2, ()
+    if _is_zlib(head):
+        return FileFormat.ZLIB, ()
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        names = tar_names(path)
+        if names is not None:
+            base = {n.split("/")[-1] for n in names}
+            if {"sys_info", "pickle", "storages", "tensors"} <= base:
+                return FileFormat.TORCH_LEGACY_TAR, tuple(names)
+            return FileFormat.TAR, tuple(names)
+    proto = _is_protobuf_model(head, hint)
+    if proto is not None:
+        return proto, ()
+    text = _text(head, size)
+    if text is not None:
+        stripped = text.lstrip()
+        if stripped[:1] in ("{", "["):
+            return FileFormat.JSON, ()
+        if _is_python(text, hint, complete=size <= len(head)):
+            return FileFormat.PYTHON, ()
+        return FileFormat.TEXT, ()
+    return FileFormat.UNKNOWN, ()
+
+
+def sniff_file(path: Path, *, name_hint: str = "") -> Sniff:
+    """Sniff one regular file. Never raises for content; an unreadable file is an OSError to the caller."""
+    hint = name_hint or path.name
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(HEAD)
+    fmt, names = _primary(path, head, size, hint)
+    formats = [fmt]
+    findings: list[Finding] = []
+    if fmt is FileFormat.UNKNOWN:
+        findings.append(_finding(Severity.MEDIUM, "format.unknown", f"unrecognised binary format ({size} bytes)"))
+    # A zip directory at the end of a file that does not start as a zip: a polyglot (e.g. pickle + zip,
+    # where torch.load runs the pickle and a zip-only scanner reads the zip) or a prefixed archive.
+    if fmt not in (FileFormat.EMPTY,) and not head.startswith(_ZIP_STARTS) and size >= 22:
+        tail_names = zip_names(path)
+        if tail_names is not None:
+            formats.append(classify_zip(tail_names))
+            names = names or tuple(tail_names)
+            findings.append(
+                _finding(
+                    Severity.HIGH,
+                    "format.polyglot",
+                    f"file parses as {fmt.value} and as {formats[-1].value} (zip directory at the end)",
+                )
+            )
+    return Sniff(format=fmt, formats=tuple(formats), findings=tuple(findings), names=names)
