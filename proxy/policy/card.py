@@ -20,9 +20,7 @@ MAX_FRONT_MATTER_BYTES = 256 * 1024
 _MAX_DEPTH = 32
 
 # Same shape as huggingface_hub's REGEX_YAML_BLOCK: `---` on its own line, the block, `---` on its own line.
-_BLOCK = re.compile(
-    r"\A\s*---[ \t]*\r?\n(?P<body>.*?)(?:\r?\n)?^---[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE
-)
+_BLOCK = re.compile(r"\A\s*---[ \t]*\r?\n(?P<body>.*?)(?:\r?\n)?^---[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE)
 _OPENING = re.compile(r"\A\s*---[ \t]*\r?\n")
 
 
@@ -43,7 +41,7 @@ class CardFrontMatter(BaseModel):
     error: str = ""
 
 
-class _NoAliasLoader(yaml.SafeLoader):
+class _NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no stubs installed
     """SafeLoader that refuses anchors/aliases: real cards never need them, bombs always do."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:

@@ -42,11 +42,7 @@ def summary(policy: Policy) -> list[str]:
         f"license: {len(lic.allow)} allowed, {len(lic.deny)} denied ({lic.deny_action.value}); "
         f"unknown {lic.unknown.value}; missing {lic.missing.value}; lineage {'on' if lic.lineage else 'off'}",
         f"card: {'required' if policy.card.required else 'optional'}"
-        + (
-            f"; required fields {', '.join(policy.card.required_fields)}"
-            if policy.card.required_fields
-            else ""
-        ),
+        + (f"; required fields {', '.join(policy.card.required_fields)}" if policy.card.required_fields else ""),
         f"publisher: {'only ' + ', '.join(pub.allow) if pub.allow else 'any'}"
         + (f"; denied {', '.join(pub.deny)}" if pub.deny else ""),
         f"format: {formats}",

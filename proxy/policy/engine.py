@@ -56,7 +56,10 @@ def matching_scopes(policy: Policy, repo_id: str) -> list[Scope]:
 
 
 def effective_policy(policy: Policy, repo_id: str) -> Policy:
-    """The policy with every matching scope applied in file order (later scopes win, field by field)."""
+    """The policy with every matching scope applied in file order (later scopes win, field by field).
+
+    Its `hash` stays the source policy's (copied with the model): verdicts record the file's hash.
+    """
     scopes = matching_scopes(policy, repo_id)
     if not scopes:
         return policy
@@ -72,9 +75,7 @@ def effective_policy(policy: Policy, repo_id: str) -> Policy:
             if name == "format":
                 update[name] = base.overridden_by(override)
             else:
-                update[name] = base.model_copy(
-                    update={f: getattr(override, f) for f in override.model_fields_set}
-                )
+                update[name] = base.model_copy(update={f: getattr(override, f) for f in override.model_fields_set})
     return policy.model_copy(update=update)
 
 
@@ -128,12 +129,8 @@ def license_reasons(repo: RepoMeta, rules: LicenseRules) -> list[Reason]:
     reasons: list[Reason] = []
     ids = [i for i in licenses_of(repo) if i != UNKNOWN]
     if not ids:
-        where = (
-            "no model card and no license tag" if repo.card_data is None else "no license in the model card"
-        )
-        reasons.append(
-            _reason("license.missing", rules.missing, f"{repo.repo_id} declares no license ({where})")
-        )
+        where = "no model card and no license tag" if repo.card_data is None else "no license in the model card"
+        reasons.append(_reason("license.missing", rules.missing, f"{repo.repo_id} declares no license ({where})"))
     link = license_link(repo)
     for lid in ids:
         judged = _judge_license(lid, rules)
@@ -167,9 +164,7 @@ def _lineage_reasons(repo: RepoMeta, rules: LicenseRules) -> list[Reason]:
                 continue
             kind, action = judged
             text = "is not allowed" if kind == "deny" else "is not on the allow list"
-            reasons.append(
-                _reason("license.lineage", action, f"base model {base} has license {lid}, which {text}")
-            )
+            reasons.append(_reason("license.lineage", action, f"base model {base} has license {lid}, which {text}"))
     return reasons
 
 
@@ -213,9 +208,7 @@ def format_reasons(report: ScanReport, ref: ArtifactRef, policy: Policy) -> list
         action = policy.format.action_for(family)
         if action is Action.ALLOW:
             continue
-        reasons.append(
-            _reason(f"format.{family.value}", action, f"{ref.path}: {family.value} format {_verb(action)}")
-        )
+        reasons.append(_reason(f"format.{family.value}", action, f"{ref.path}: {family.value} format {_verb(action)}"))
     return reasons
 
 

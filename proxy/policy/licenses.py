@@ -149,7 +149,12 @@ def base_models_of(repo: RepoMeta) -> list[str]:
     """Repo ids named by the card's `base_model` (str or list); local paths and junk are dropped."""
     card = repo.card_data or {}
     out: list[str] = []
-    for raw in _as_strings(card.get("base_model")):
+    value = card.get("base_model")
+    # Only strings name repos; a card that hides its base could as well omit it, so nothing is gained
+    # by guessing at numbers or mappings.
+    for raw in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
+        if not isinstance(raw, str):
+            continue
         candidate = raw.strip()
         if REPO_ID_RE.match(candidate) and candidate.lower() != repo.repo_id.lower():
             out.append(candidate)

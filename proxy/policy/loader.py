@@ -79,8 +79,8 @@ def _syntax_message(message: str, source: str, text: str) -> str:
     match = _TOML_POSITION.search(message)
     if match is None:
         return f"{source}: TOML syntax error: {message}"
-    line, column = match.groups()
-    return f"{source}:{line}: TOML syntax error: {message[: match.start()]} (column {column})"
+    row, column = match.groups()
+    return f"{source}:{row}: TOML syntax error: {message[: match.start()]} (column {column})"
 
 
 def _field_path(loc: Loc) -> str:

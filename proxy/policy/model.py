@@ -12,9 +12,10 @@ import hashlib
 import json
 import re
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from proxy.errors import HubgateError
 from proxy.models import Action, FormatFamily, Severity
@@ -108,7 +109,7 @@ class LicenseRules(Section):
     deny_action: Action = Action.BLOCK
     unknown: Action = Action.QUARANTINE  # a license in neither list (copyleft, openrail, llama, other:...)
     missing: Action = Action.QUARANTINE  # no license anywhere (or the Hub's `unknown`)
-    lineage: bool = True  # check the licenses of the card's `base_model`(s) with the same rules
+    lineage: StrictBool = True  # check the licenses of the card's `base_model`(s) with the same rules
 
     @field_validator("deny_action")
     @classmethod
@@ -119,7 +120,7 @@ class LicenseRules(Section):
 class CardRules(Section):
     """Whether a model card (README front matter) must exist and which fields it must carry."""
 
-    required: bool = False  # a missing card still means a missing license, hence quarantine by default
+    required: StrictBool = False  # a missing card still means a missing license, hence quarantine by default
     required_fields: tuple[FieldName, ...] = ()
     missing_action: Action = Action.QUARANTINE
 
@@ -262,6 +263,18 @@ class Scope(Section):
     format: FormatRules | None = None
     scan: ScanRules | None = None
 
+    def canonical(self) -> dict[str, Any]:
+        """Only what changes decisions: the patterns, the mode, and the fields each section sets
+        (an unset field inherits the base, so it differs from one set to the base's value)."""
+        data: dict[str, Any] = {"match": list(self.match)}
+        if self.mode is not None:
+            data["mode"] = self.mode.value
+        for name in ("license", "card", "publisher", "format", "scan"):
+            section = getattr(self, name)
+            if section is not None:
+                data[name] = section.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        return data
+
 
 class Policy(Section):
     """A whole policy file. `hash` identifies its content (not its comments) in every verdict."""
@@ -275,19 +288,15 @@ class Policy(Section):
     scan: ScanRules = Field(default_factory=ScanRules)
     scope: tuple[Scope, ...] = ()
 
-    _hash: str = PrivateAttr(default="")
-
     def canonical(self) -> dict[str, Any]:
         """What the policy means: formats resolved per family, scopes as written (only the fields set)."""
         data = self.model_dump(mode="json", by_alias=True, exclude={"format", "scope"})
         data["format"] = {f.value: a.value for f, a in self.format.resolved().items()}
-        data["scope"] = [s.model_dump(mode="json", by_alias=True, exclude_unset=True) for s in self.scope]
+        data["scope"] = [scope.canonical() for scope in self.scope]
         return data
 
-    @property
+    @cached_property
     def hash(self) -> str:
         """12 hex digits of sha256 over `canonical()`: comments and spelling do not change it."""
-        if not self._hash:
-            text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
-            self._hash = hashlib.sha256(text.encode()).hexdigest()[:12]
-        return self._hash
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
