@@ -5,10 +5,10 @@ the bytes as they are copied and failing if they differ from what the manifest p
 on disk is never shipped under a signature that vouches for it).
 
 Reading: `read_bundle` consumes the tar as a stream (a pipe works), checks the signature *before* touching
-any data member, then copies each member into a staging directory, hashing as it goes, and checks its name,
-order, size and sha256 against the signed manifest; anything extra, missing, short or different raises
-`BundleRefused`. The caller commits staged files only after `read_bundle` returned, and deletes the staging
-directory otherwise, so a refused bundle leaves nothing behind.
+any data member, then copies each blob into a sink the caller provides (a TmpWriter under tmp/ on import),
+hashing as it goes, and checks its name, order, size and sha256 against the signed manifest; anything
+extra, missing, short or different raises `BundleRefused`. The caller commits what its sinks received only
+after `read_bundle` returned, and discards it otherwise, so a refused bundle leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -32,10 +32,12 @@ from proxy.bundle.manifest import (
     Manifest,
     ManifestError,
     Member,
+    MemberKind,
     parse_manifest,
 )
 
 CHUNK = 1024 * 1024
+MAX_SMALL_MEMBER = 256 * 1024**2  # metadata and BOMs are held in memory; blobs never are
 Progress = Callable[[int], None]
 
 
@@ -74,12 +76,12 @@ class BundleWriter:
     Uncompressed because model weights do not compress; PAX because it has no 8 GiB member limit.
     """
 
-    def __init__(self, out: IO[bytes], manifest: bytes, signature: bytes, progress: Progress = _noop) -> None:
+    def __init__(self, out: IO[bytes], manifest: bytes, signature: bytes, progress: Progress | None = None) -> None:
         # Not a `with`: the writer outlives this call and closes (or aborts) the stream itself.
         self._tar = tarfile.open(  # noqa: SIM115
             fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=CHUNK
         )
-        self._progress = progress
+        self._progress = progress or _noop
         self._add(MANIFEST_NAME, manifest)
         self._add(SIGNATURE_NAME, signature)
 
@@ -111,9 +113,7 @@ class BundleWriter:
             if fh.read(1):
                 raise ExportIntegrityError(f"{path}: longer than the recorded {member.size} bytes")
         if reader.hasher.hexdigest() != member.sha256:
-            raise ExportIntegrityError(
-                f"{path}: sha256 differs from the approved {member.sha256}; not exported"
-            )
+            raise ExportIntegrityError(f"{path}: sha256 differs from the approved {member.sha256}; not exported")
 
     def close(self) -> None:
         self._tar.close()
@@ -134,22 +134,55 @@ class BundleWriter:
             self.abort()
 
 
+class Sink(Protocol):
+    """Where one blob member's bytes go while they are verified (a file in a staging dir, a TmpWriter)."""
+
+    def write(self, chunk: bytes) -> None: ...
+
+
+SinkFactory = Callable[[int, Member], Sink]  # (member index, member) -> sink; called once per blob
+
+
 @dataclass
-class StagedBundle:
-    """A verified bundle: its manifest and where each member's verified bytes were staged."""
+class VerifiedBundle:
+    """A bundle whose signature and every member hash checked out.
+
+    Blob bytes went to the caller's sinks (nothing from the bundle ever names a path on disk); small members
+    (metadata, BOMs) are kept here, bounded by MAX_SMALL_MEMBER each.
+    """
 
     manifest: Manifest
     manifest_bytes: bytes
-    paths: dict[str, Path] = field(default_factory=dict)
+    small: dict[str, bytes] = field(default_factory=dict)
 
-    def read_small(self, name: str) -> bytes:
-        return self.paths[name].read_bytes()
+
+class DirectorySinks:
+    """A SinkFactory writing blob members to `<dir>/<index>` (tests, `hubgate import --verify-only`)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.paths: dict[str, Path] = {}
+        self._open: list[IO[bytes]] = []
+
+    def __call__(self, index: int, member: Member) -> Sink:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{index:06d}"
+        self.paths[member.name] = path
+        fh = path.open("wb")
+        self._open.append(fh)
+        return fh  # type: ignore[return-value]
+
+    def close(self) -> None:
+        for fh in self._open:
+            fh.close()
+        self._open.clear()
 
 
 def read_bundle(
-    src: IO[bytes], trusted: Ed25519PublicKey, stage_dir: Path, progress: Progress = _noop
-) -> StagedBundle:
-    """Verify and stage a bundle stream; raise BundleRefused on anything that does not match."""
+    src: IO[bytes], trusted: Ed25519PublicKey, sinks: SinkFactory, progress: Progress = _noop
+) -> VerifiedBundle:
+    """Verify a bundle stream, sending each blob to `sinks`; raise BundleRefused on anything that does not
+    match. The caller must treat everything its sinks received as untrusted until this returns."""
     counted = _CountingReader(src)
     try:
         # Closed in the `finally` below (a `with` could not tell an unreadable stream from a bad bundle).
@@ -157,10 +190,10 @@ def read_bundle(
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise BundleRefused(f"not a readable bundle (an uncompressed tar is expected): {exc}") from exc
     try:
-        staged = _read(tar, trusted, stage_dir, progress)
+        verified = _read(tar, trusted, sinks, progress)
         _check_end(tar, counted)
-        return staged
-    except (tarfile.TarError, OSError, EOFError) as exc:
+        return verified
+    except (tarfile.TarError, EOFError) as exc:
         raise BundleRefused(f"bundle is truncated or corrupt: {exc}") from exc
     finally:
         tar.close()
@@ -189,9 +222,7 @@ def _check_end(tar: tarfile.TarFile, counted: _CountingReader) -> None:
         raise BundleRefused("bundle is truncated: the end-of-archive marker is missing")
 
 
-def _read(
-    tar: tarfile.TarFile, trusted: Ed25519PublicKey, stage_dir: Path, progress: Progress
-) -> StagedBundle:
+def _read(tar: tarfile.TarFile, trusted: Ed25519PublicKey, sinks: SinkFactory, progress: Progress) -> VerifiedBundle:
     manifest_raw = _small_member(tar, MANIFEST_NAME, MAX_MANIFEST_BYTES)
     signature_raw = _small_member(tar, SIGNATURE_NAME, signing.MAX_SIGNATURE_BYTES)
     try:
@@ -202,21 +233,32 @@ def _read(
         manifest = parse_manifest(manifest_raw)
     except ManifestError as exc:  # signed but unusable (e.g. a newer format): still refused
         raise BundleRefused(f"manifest: {exc}") from exc
-    staged = StagedBundle(manifest=manifest, manifest_bytes=manifest_raw)
-    stage_dir.mkdir(parents=True, exist_ok=True)
+    verified = VerifiedBundle(manifest=manifest, manifest_bytes=manifest_raw)
     for index, expected in enumerate(manifest.members):
         info = tar.next()
         if info is None:
             raise BundleRefused(f"bundle is truncated: member {expected.name} (and any after it) is missing")
         _check_header(info, expected)
-        # Staged under an index, not the member name: nothing from the bundle names a path on disk.
-        target = stage_dir / f"{index:06d}"
-        staged.paths[expected.name] = target
-        _copy_verified(tar, info, expected, target, progress)
+        if expected.kind is MemberKind.BLOB:
+            _copy_verified(tar, info, expected, sinks(index, expected), progress)
+        else:
+            if expected.size > MAX_SMALL_MEMBER:
+                raise BundleRefused(f"member {expected.name} is larger than {MAX_SMALL_MEMBER} bytes")
+            buffer = _Buffer()
+            _copy_verified(tar, info, expected, buffer, progress)
+            verified.small[expected.name] = bytes(buffer.data)
     extra = tar.next()
     if extra is not None:
         raise BundleRefused(f"bundle holds a member the manifest does not list: {extra.name!r}")
-    return staged
+    return verified
+
+
+class _Buffer:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, chunk: bytes) -> None:
+        self.data += chunk
 
 
 def _small_member(tar: tarfile.TarFile, name: str, limit: int) -> bytes:
@@ -224,9 +266,7 @@ def _small_member(tar: tarfile.TarFile, name: str, limit: int) -> bytes:
     if info is None:
         raise BundleRefused(f"bundle has no {name}; unsigned or empty bundles are refused")
     if info.name != name or not info.isreg():
-        raise BundleRefused(
-            f"bundle must start with {MANIFEST_NAME} then {SIGNATURE_NAME}; found {info.name!r}"
-        )
+        raise BundleRefused(f"bundle must start with {MANIFEST_NAME} then {SIGNATURE_NAME}; found {info.name!r}")
     if info.size > limit:
         raise BundleRefused(f"{name} is {info.size} bytes, more than {limit}")
     fh = tar.extractfile(info)
@@ -247,18 +287,17 @@ def _check_header(info: tarfile.TarInfo, expected: Member) -> None:
 
 
 def _copy_verified(
-    tar: tarfile.TarFile, info: tarfile.TarInfo, expected: Member, target: Path, progress: Progress
+    tar: tarfile.TarFile, info: tarfile.TarInfo, expected: Member, out: Sink, progress: Progress
 ) -> None:
     fh = tar.extractfile(info)
     assert fh is not None
     hasher = hashlib.sha256()
     copied = 0
-    with target.open("wb") as out:
-        while chunk := fh.read(CHUNK):
-            hasher.update(chunk)
-            out.write(chunk)
-            copied += len(chunk)
-            progress(len(chunk))
+    while chunk := fh.read(CHUNK):
+        hasher.update(chunk)
+        out.write(chunk)
+        copied += len(chunk)
+        progress(len(chunk))
     if copied != expected.size:
         raise BundleRefused(f"bundle is truncated inside {expected.name} ({copied} of {expected.size} bytes)")
     if hasher.hexdigest() != expected.sha256:

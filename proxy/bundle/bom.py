@@ -141,19 +141,12 @@ def build_bom(
     tools = ToolRepository(
         components=[
             Component(name="hubgate", type=ComponentType.APPLICATION, version=hubgate_version or None),
-            *(
-                Component(name=n, type=ComponentType.APPLICATION, version=v)
-                for n, v in sorted(engines.items())
-            ),
+            *(Component(name=n, type=ComponentType.APPLICATION, version=v) for n, v in sorted(engines.items())),
         ]
     )
     bom = Bom(
-        serial_number=uuid.uuid5(
-            _BOM_NAMESPACE, f"{snap.source}:{snap.repo_type.value}:{snap.repo_id}@{snap.commit}"
-        ),
-        metadata=BomMetaData(
-            component=subject, tools=tools, timestamp=datetime.fromtimestamp(created_at, UTC)
-        ),
+        serial_number=uuid.uuid5(_BOM_NAMESPACE, f"{snap.source}:{snap.repo_type.value}:{snap.repo_id}@{snap.commit}"),
+        metadata=BomMetaData(component=subject, tools=tools, timestamp=datetime.fromtimestamp(created_at, UTC)),
         components=[_file_component(snap, f, scans.get(f.sha256)) for f in snap.files],
     )
     bom.register_dependency(subject, bom.components)

@@ -177,9 +177,7 @@ def parse_manifest(data: bytes) -> Manifest:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ManifestError("not a hubgate bundle manifest (missing format: hubgate-bundle)")
     if raw.get("version") != VERSION:
-        raise ManifestError(
-            f"unsupported bundle version {raw.get('version')!r}; this hubgate reads {VERSION}"
-        )
+        raise ManifestError(f"unsupported bundle version {raw.get('version')!r}; this hubgate reads {VERSION}")
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
@@ -200,9 +198,7 @@ def check_manifest(manifest: Manifest) -> None:
             raise ManifestError(f"member {member.name!r} has a malformed sha256")
         expected_kind = _kind_of(member.name)
         if member.kind is not expected_kind:
-            raise ManifestError(
-                f"member {member.name!r} is declared {member.kind.value}, not {expected_kind}"
-            )
+            raise ManifestError(f"member {member.name!r} is declared {member.kind.value}, not {expected_kind}")
         if member.kind is MemberKind.BLOB and member.name != blob_member_name(member.sha256):
             raise ManifestError(f"blob member {member.name!r} is not named by its sha256")
         by_name[member.name] = member
@@ -220,16 +216,12 @@ def check_manifest(manifest: Manifest) -> None:
             raise ManifestError(f"snapshot {where} lists no files")
         for f in snap.files:
             if f.status is not VerdictStatus.APPROVED:
-                raise ManifestError(
-                    f"snapshot {where}: {f.path} is {f.status.value}; bundles carry approvals only"
-                )
+                raise ManifestError(f"snapshot {where}: {f.path} is {f.status.value}; bundles carry approvals only")
             blob = by_name.get(blob_member_name(f.sha256))
             if blob is None:
                 raise ManifestError(f"snapshot {where}: no blob member for {f.path} ({f.sha256[:12]})")
             if blob.size != f.size:
-                raise ManifestError(
-                    f"snapshot {where}: {f.path} is {f.size} bytes but its blob is {blob.size}"
-                )
+                raise ManifestError(f"snapshot {where}: {f.path} is {f.size} bytes but its blob is {blob.size}")
 
 
 def _kind_of(name: str) -> MemberKind:
@@ -263,9 +255,7 @@ def parse_metadata(data: bytes, snap: Snapshot) -> SnapshotMetadata:
             snap.commit,
         )
         if not same_repo or (v.path, v.sha256) not in approved:
-            raise ManifestError(
-                f"metadata of {where}: verdict for {v.path!r} is not one of the snapshot's files"
-            )
+            raise ManifestError(f"metadata of {where}: verdict for {v.path!r} is not one of the snapshot's files")
     shas = {f.sha256 for f in snap.files}
     for report in meta.scans:
         if report.sha256 not in shas:

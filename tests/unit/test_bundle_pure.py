@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from proxy.bundle import signing
-from proxy.bundle.archive import BundleRefused, BundleWriter, ExportIntegrityError, read_bundle
+from proxy.bundle.archive import BundleRefused, BundleWriter, DirectorySinks, ExportIntegrityError
+from proxy.bundle.archive import read_bundle as _read_bundle
 from proxy.bundle.bom import build_bom, licenses_from_card
 from proxy.bundle.manifest import (
     Manifest,
@@ -91,6 +92,14 @@ def _write(out: Path, manifest: Manifest, paths: dict[str, Path], meta_raw: byte
                 writer.add_bytes(m, meta_raw)
 
 
+def read_bundle(src, key, directory: Path, progress=lambda n: None):
+    sinks = DirectorySinks(directory)
+    try:
+        return _read_bundle(src, key, sinks, progress), sinks.paths
+    finally:
+        sinks.close()
+
+
 @pytest.fixture
 def key():
     return signing.generate()
@@ -109,11 +118,14 @@ def test_roundtrip_stages_every_member_verified(bundle, key, tmp_path: Path) -> 
     out, manifest = bundle
     seen: list[int] = []
     with out.open("rb") as fh:
-        staged = read_bundle(fh, key.public_key(), tmp_path / "stage", seen.append)
-    assert staged.manifest == manifest
-    assert set(staged.paths) == {m.name for m in manifest.members}
+        verified, paths = read_bundle(fh, key.public_key(), tmp_path / "stage", seen.append)
+    assert verified.manifest == manifest
+    blobs = {m.name for m in manifest.members if m.kind is MemberKind.BLOB}
+    assert set(paths) == blobs
+    assert set(verified.small) == {m.name for m in manifest.members} - blobs
     for m in manifest.members:
-        assert hashlib.sha256(staged.paths[m.name].read_bytes()).hexdigest() == m.sha256
+        data = paths[m.name].read_bytes() if m.name in blobs else verified.small[m.name]
+        assert hashlib.sha256(data).hexdigest() == m.sha256
     assert sum(seen) == manifest.total_bytes
 
 
