@@ -43,16 +43,7 @@ class HubRepoReport(Frozen):
 
 
 def _default_analyse() -> Analyse:
-    try:
-        from proxy.scan.source import analyse_source  # the shared Python analysis
-    except ImportError:  # older tree: fall back to the FX-code analyser (stricter, noisier, still static)
-        from proxy.scan.pysource import analyse_exec_source
-
-        def analyse_source(text: str, where: str) -> list[Finding]:
-            return [
-                Finding(engine="pysource", severity=sev, rule="python.source", message=msg, location=where)
-                for sev, msg in analyse_exec_source(text, MAX_PY_BYTES)
-            ]
+    from proxy.scan.source import analyse_source  # the shared Python analysis (same rules as the scanner)
 
     return analyse_source
 
