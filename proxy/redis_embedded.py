@@ -81,13 +81,17 @@ def _send_shutdown(path: Path, timeout: float = 2.0) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Running (a zombie awaiting its parent's wait() counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -236,6 +240,7 @@ class EmbeddedRedis:
             log.warning("stopping orphaned redis-server pid %d from a previous run", pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGCONT)  # a stopped process handles the TERM only once continued
             deadline = time.monotonic() + 5
             while _pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -246,11 +251,13 @@ class EmbeddedRedis:
         pid_file.unlink(missing_ok=True)
 
     def _is_our_redis(self, pid: int) -> bool:
+        """A redis-server working in our directory (it rewrites its argv, but `dir` is its cwd)."""
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            exe = Path(os.readlink(f"/proc/{pid}/exe")).name
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
         except OSError:
             return False
-        return bool(cmdline) and b"redis-server" in cmdline[0] and os.fsencode(self.directory) in cmdline
+        return exe.startswith("redis-server") and cwd.resolve() == self.directory.resolve()
 
     def _wait_ready(self, timeout: float) -> None:
         assert self._proc is not None and self._socket is not None
