@@ -136,7 +136,11 @@ def check_pickle(data: bytes, *, location: str, ours: PickleScan, state: ScanSta
     for name in (FICKLING, MODELSCAN):
         try:
             # both engines print warnings; keep stdout clean for `hubgate scan --json`
-            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()),
+                warnings.catch_warnings(),
+            ):
                 warnings.simplefilter("ignore")
                 if name == FICKLING:
                     theirs, errors = _fickling(data, location), []
