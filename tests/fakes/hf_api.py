@@ -27,9 +27,7 @@ def sibling(f: RepoFile, *, blobs: bool) -> dict[str, Any]:
     return entry
 
 
-def repo_info(
-    repo: Repo, sha: str, *, blobs: bool = False, expand: list[str] | None = None
-) -> dict[str, Any]:
+def repo_info(repo: Repo, sha: str, *, blobs: bool = False, expand: list[str] | None = None) -> dict[str, Any]:
     """`GET /api/{type}s/{repo}[/revision/{rev}]`: with `expand`, only `_id`, `id` and those keys."""
     commit = repo.commits[sha]
     card = repo.card(sha)
@@ -90,9 +88,7 @@ def folder_entry(repo: Repo, sha: str, path: str, *, expand: bool) -> dict[str, 
     return entry
 
 
-def tree(
-    repo: Repo, sha: str, path: str, *, recursive: bool, expand: bool, xet: bool
-) -> list[dict[str, Any]] | None:
+def tree(repo: Repo, sha: str, path: str, *, recursive: bool, expand: bool, xet: bool) -> list[dict[str, Any]] | None:
     """Entries under `path` ("" = root), directories first then files, or None if `path` is no directory."""
     files = repo.commits[sha].files
     dirs = repo.directories(sha)

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlencode
 from aiohttp import web
 
 from tests.fakes.hf_faults import Fault, before_answer
-from tests.fakes.hf_http import LoggedRequest, serve_content
+from tests.fakes.hf_http import LOG, LoggedRequest, serve_content
 from tests.fakes.hf_repos import Repo, RepoFile
 
 FaultLookup = Callable[[web.Request], Fault | None]
@@ -88,7 +88,7 @@ class FakeCdn:
             content = self._blobs.get(segs[4])
             if content is None:
                 return s3_error(404, "NoSuchKey", "The specified key does not exist.")
-            entry: LoggedRequest = request["log"]
+            entry: LoggedRequest = request[LOG]
             entry.repo_id, entry.file = self._names.get((segs[3], segs[4]), (None, None))
             fault = fault_lookup(request)
             if (early := await before_answer(fault)) is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 DEFAULT_CHUNK = 256 * 1024
+CUT = web.RequestKey("fake_hub_cut", bool)  # set on requests whose body a fault cut short
 
 
 @dataclass
@@ -103,13 +104,13 @@ async def send_body(
         limit = min(limit, fault.cut_after)
     view = memoryview(body)
     for start in range(0, limit, chunk):
+        if start and fault is not None and fault.chunk_delay:
+            await asyncio.sleep(fault.chunk_delay)  # between chunks: a slow drip
         await resp.write(view[start : min(start + chunk, limit)])
-        if fault is not None and fault.chunk_delay:
-            await asyncio.sleep(fault.chunk_delay)
     if limit < len(body):
         # A cut: flush what was written, then drop the connection mid-body.
         # Returning (not raising) keeps aiohttp from logging a traceback for a cut we made on purpose.
-        request["cut"] = True
+        request[CUT] = True
         transport = request.transport
         if transport is not None:
             transport.close()

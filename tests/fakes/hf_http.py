@@ -39,6 +39,7 @@ class LoggedRequest:
     repo_id: str | None = None
     file: str | None = None  # the repo file this request was about, when known (also for CDN requests)
     cut: bool = False  # the body was cut short by a fault
+    response_headers: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -52,6 +53,9 @@ class LoggedRequest:
             headers={k.lower(): v for k, v in request.headers.items() if k.lower() not in _REDACTED},
             authorized="Authorization" in request.headers,
         )
+
+
+LOG = web.RequestKey("fake_hub_log", LoggedRequest)  # each request's log entry, set by the middleware
 
 
 def hub_error(
@@ -127,13 +131,7 @@ async def serve_content(
         out["Content-Range"] = f"bytes {start}-{end}/{size}"
         return await send_body(request, 206, out, content[start : end + 1], fault)
     accepts_gzip = "gzip" in request.headers.get("Accept-Encoding", "")
-    if (
-        gzip_text
-        and request.method == "GET"
-        and accepts_gzip
-        and size > GZIP_MIN_SIZE
-        and is_text(path, content)
-    ):
+    if gzip_text and request.method == "GET" and accepts_gzip and size > GZIP_MIN_SIZE and is_text(path, content):
         out["Content-Encoding"] = "gzip"
         out["Vary"] = "Accept-Encoding"
         if fault is not None and fault.corrupt:

@@ -38,8 +38,8 @@ from aiohttp import web
 
 from tests.fakes import hf_api
 from tests.fakes.hf_cdn import FakeCdn
-from tests.fakes.hf_faults import Fault, before_answer
-from tests.fakes.hf_http import LoggedRequest, bearer, content_type, hub_error, serve_content
+from tests.fakes.hf_faults import CUT, Fault, before_answer
+from tests.fakes.hf_http import LOG, LoggedRequest, bearer, content_type, hub_error, serve_content
 from tests.fakes.hf_repos import LFS_THRESHOLD, Repo, RepoFile, default_gitattributes
 
 VALID_TOKEN = "hf_fake_authorized_token"  # a user with access to every gated and private repo
@@ -113,9 +113,7 @@ class FakeHub:
             first["README.md"] = card
         shas = [self.commit(repo_id, first, branch=branch, repo_type=repo_type, message=message)]
         for i, changes in enumerate(extra_commits, 1):
-            shas.append(
-                self.commit(repo_id, changes, branch=branch, repo_type=repo_type, message=f"update {i}")
-            )
+            shas.append(self.commit(repo_id, changes, branch=branch, repo_type=repo_type, message=f"update {i}"))
         for name, revision in (tags or {}).items():
             self.tag(repo_id, name, revision, repo_type=repo_type)
         return shas
@@ -254,12 +252,13 @@ class FakeHub:
         @web.middleware
         async def log_requests(request: web.Request, handler: Any) -> web.StreamResponse:
             entry = LoggedRequest.of(origin, request)
-            request["log"] = entry
+            request[LOG] = entry
             self.log.append(entry)  # appended first, so in-flight requests are counted too
             try:
                 response = await handler(request)
                 entry.status = response.status
-                entry.cut = bool(request.get("cut"))
+                entry.cut = bool(request.get(CUT))
+                entry.response_headers = {k.lower(): v for k, v in response.headers.items()}
                 return response
             except web.HTTPException as exc:
                 entry.status = exc.status
@@ -273,7 +272,7 @@ class FakeHub:
 
     def _fault(self, origin: str, request: web.Request, *, body: bool) -> Fault | None:
         """The first armed fault for this request; answers without a body only take delay/status faults."""
-        entry: LoggedRequest = request["log"]
+        entry: LoggedRequest = request[LOG]
         subject = f"{request.path} {entry.repo_id}/{entry.file}" if entry.file else request.path
         for fault in list(self.faults):
             if not body and fault.status is None and not fault.delay:
@@ -320,7 +319,7 @@ class FakeHub:
         return (segs[0] if segs else ""), segs[1:]
 
     def _locate(self, request: web.Request, repo_type: str, repo_id: str) -> Repo | None:
-        request["log"].repo_id = repo_id
+        request[LOG].repo_id = repo_id
         return self.repos.get((repo_type, repo_id))
 
     def _resolve_rev(self, repo: Repo, rev: str) -> tuple[str | None, web.Response | None]:
@@ -332,6 +331,11 @@ class FakeHub:
     # -- the Hub origin ------------------------------------------------------------------------------------
     async def _hub(self, request: web.Request) -> web.StreamResponse:
         segs = _decoded_segments(request.raw_path)
+        if segs[0] == "api" and segs[1:2] != ["resolve-cache"]:
+            # Metadata answers take delay/status faults too (file answers apply theirs themselves).
+            early = await before_answer(self._fault("hub", request, body=False))
+            if early is not None:
+                return early
         if segs[:2] == ["api", "agent-harnesses"]:
             return web.json_response({"standardEnvVars": [], "harnesses": {}})
         if segs[:2] == ["api", "resolve-cache"] and len(segs) > 2 and segs[2] in REPO_TYPES:
@@ -359,7 +363,7 @@ class FakeHub:
         f = repo.commits[sha].files.get(path)
         if f is None:
             return hub_error(404, "Entry not found", code="EntryNotFound", commit=sha)
-        request["log"].file = path
+        request[LOG].file = path
         common = {"X-Repo-Commit": sha, "Vary": "Origin, Accept", "Access-Control-Expose-Headers": "*"}
         if f.is_lfs:
             fault = self._fault("hub", request, body=False)
@@ -393,9 +397,7 @@ class FakeHub:
             headers={**common, "Location": location},
         )
 
-    async def _resolve_cache(
-        self, request: web.Request, repo_type: str, segs: list[str]
-    ) -> web.StreamResponse:
+    async def _resolve_cache(self, request: web.Request, repo_type: str, segs: list[str]) -> web.StreamResponse:
         # /api/resolve-cache/{type}s/{repo}/{commit}/{path}: the commit is the first 40-hex segment.
         at = next((i for i in (1, 2) if i < len(segs) and len(segs[i]) == 40), None)
         if at is None or at + 1 >= len(segs):
@@ -404,13 +406,11 @@ class FakeHub:
         sha, path = segs[at], "/".join(segs[at + 1 :])
         if repo is None or repo.private or sha not in repo.commits or path not in repo.commits[sha].files:
             return hub_error(404, "Entry not found", code="EntryNotFound")
-        request["log"].file = path
+        request[LOG].file = path
         fault = self._fault("hub", request, body=True)
         if (early := await before_answer(fault)) is not None:
             return early
-        return await self._serve_small(
-            request, sha, repo.commits[sha].files[path], fault, {"X-Repo-Commit": sha}
-        )
+        return await self._serve_small(request, sha, repo.commits[sha].files[path], fault, {"X-Repo-Commit": sha})
 
     async def _serve_small(
         self, request: web.Request, sha: str, f: RepoFile, fault: Fault | None, headers: Mapping[str, str]
@@ -450,9 +450,7 @@ class FakeHub:
             if bad is not None or sha is None:
                 return bad or web.Response(status=500)
             expand = q.getall("expand", []) or None
-            return self._json(
-                request, hf_api.repo_info(repo, sha, blobs=_truthy(q.get("blobs")), expand=expand)
-            )
+            return self._json(request, hf_api.repo_info(repo, sha, blobs=_truthy(q.get("blobs")), expand=expand))
         if action == "tree" and len(rest) >= 2 and request.method == "GET":
             sha, bad = self._resolve_rev(repo, rest[1])
             if bad is not None or sha is None:
@@ -467,9 +465,7 @@ class FakeHub:
                 xet=self.xet,
             )
             if entries is None:
-                return hub_error(
-                    404, f'"{path}" does not exist on "{rest[1]}"', code="EntryNotFound", commit=sha
-                )
+                return hub_error(404, f'"{path}" does not exist on "{rest[1]}"', code="EntryNotFound", commit=sha)
             return self._page(request, entries)
         if action == "paths-info" and len(rest) >= 2 and request.method == "POST":
             sha, bad = self._resolve_rev(repo, rest[1])
@@ -497,9 +493,7 @@ class FakeHub:
         headers = {"X-Xet-Cas-Url": cas, "X-Xet-Access-Token": token, "X-Xet-Token-Expiration": str(exp)}
         return web.json_response({"casUrl": cas, "accessToken": token, "exp": exp}, headers=headers)
 
-    def _json(
-        self, request: web.Request, data: Any, headers: Mapping[str, str] | None = None
-    ) -> web.Response:
+    def _json(self, request: web.Request, data: Any, headers: Mapping[str, str] | None = None) -> web.Response:
         response = web.json_response(data, headers=headers)
         if "gzip" in request.headers.get("Accept-Encoding", "") and len(response.body or b"") > 1024:  # type: ignore[arg-type]
             response.enable_compression()  # the Hub compresses API answers; clients must cope

@@ -165,9 +165,7 @@ class Repo:
                 path,
                 content,
                 path != ".gitattributes"
-                and (
-                    len(content) > self.lfs_threshold or any(matches_gitattributes(path, p) for p in patterns)
-                ),
+                and (len(content) > self.lfs_threshold or any(matches_gitattributes(path, p) for p in patterns)),
             )
             for path, content in sorted(contents.items())
         }
