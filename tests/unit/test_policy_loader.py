@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -201,3 +202,11 @@ def test_the_same_two_lines_in_the_shipped_file_give_safetensors_only() -> None:
     formats = parse_policy(text).format.resolved()
     assert formats[FormatFamily.PICKLE] is Action.BLOCK
     assert formats[FormatFamily.SAFETENSORS] is Action.ALLOW
+
+
+def test_every_toml_example_in_the_docs_is_a_valid_policy() -> None:
+    docs = (REPO_ROOT / "docs" / "policy.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", docs, flags=re.DOTALL)
+    assert len(blocks) >= 3
+    for block in blocks:
+        parse_policy(block, source="docs/policy.md")
