@@ -202,6 +202,9 @@ def _extension_commands() -> list[Callable[[Any], None]]:
     from proxy.torch_command import add_parser as add_torch_mirror
 
     registrars.append(add_torch_mirror)
+    from proxy.bundle_command import add_parsers as add_bundle_commands
+
+    registrars.append(add_bundle_commands)
     return registrars
 
 

@@ -60,10 +60,8 @@ SCAN_CONCURRENCY = 4
 
 
 class Scanner(Protocol):
-    """The inside scan engines (proxy.scan.pool.ScanPool satisfies this)."""
-
-    @property
-    def engine_versions(self) -> dict[str, str]: ...
+    """The inside scan engines (proxy.scan.pool.ScanPool satisfies this). When it also has an
+    `engine_versions` dict, a report this hubgate already holds from the same engines is reused."""
 
     async def scan(self, path: Path, *, display_name: str, known_sha256: str | None = None) -> ScanReport: ...
 
@@ -324,7 +322,8 @@ async def _scan_report(
         return outside[sha], False
     if scanner is not None:
         inside = await store.get_scan(sha)
-        if inside is not None and inside.engines == scanner.engine_versions:
+        versions = getattr(scanner, "engine_versions", None)
+        if inside is not None and versions is not None and inside.engines == versions:
             return inside, False  # already scanned here by the same engines
         held = blobs.quarantine_path(sha) or blobs.blob_path(sha)
         if held is not None:

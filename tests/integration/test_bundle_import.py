@@ -9,128 +9,31 @@ import io
 import json
 import tarfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis.asyncio as aioredis
-from safetensors.numpy import save as save_safetensors
 
 from proxy.bundle import signing
 from proxy.bundle.archive import BundleRefused
 from proxy.bundle.export import ExportError, Selection, parse_repo_spec, plan_export, write_bundle
 from proxy.bundle.importer import import_bundle
-from proxy.models import ArtifactRef, FileMeta, ScanReport, Verdict, VerdictStatus
+from proxy.models import VerdictStatus
 from proxy.policy import default_policy
-from proxy.scan.engines import engine_versions
-from proxy.scan.scanner import hubgate_version, scan_path
-from proxy.store import BlobStore
-from proxy.verdicts import VerdictStore
+from tests.integration.bundle_seed import Side, ThreadScanner, make_side, seed, weights
 
 COMMIT = "c" * 40
 NC_COMMIT = "d" * 40
 
 
-class ThreadScanner:
-    """The real scanner, run in a thread (the server uses the process pool around the same scan_path)."""
-
-    @property
-    def engine_versions(self) -> dict[str, str]:
-        return {"hubgate": hubgate_version(), **engine_versions()}
-
-    async def scan(self, path: Path, *, display_name: str, known_sha256: str | None = None) -> ScanReport:
-        return await asyncio.to_thread(scan_path, path, display_name=display_name, known_sha256=known_sha256)
-
-
-@dataclass
-class Side:
-    store: VerdictStore
-    blobs: BlobStore
-    prefix: str
-
-
-async def _side(redis_url: str, root: Path, prefix: str) -> Side:
-    blobs = BlobStore(root)
-    blobs.startup()
-    return Side(await VerdictStore.connect(redis_url, prefix=prefix), blobs, prefix)
-
-
 @pytest.fixture
 async def sides(redis_url: str, redis_prefix: str, tmp_path: Path):
-    outside = await _side(redis_url, tmp_path / "outside", redis_prefix + "out:")
-    inside = await _side(redis_url, tmp_path / "inside", redis_prefix + "in:")
+    outside = await make_side(redis_url, tmp_path / "outside", redis_prefix + "out:")
+    inside = await make_side(redis_url, tmp_path / "inside", redis_prefix + "in:")
     yield outside, inside
     for side in (outside, inside):
         await side.blobs.drain()
         await side.store.close()
-
-
-def _weights() -> bytes:
-    return save_safetensors({"w": np.arange(64, dtype=np.float32).reshape(8, 8)})
-
-
-async def _seed(
-    side: Side,
-    repo_id: str,
-    commit: str,
-    files: dict[str, bytes],
-    *,
-    license: str,
-    admin: set[str] = frozenset(),  # paths an outside admin approved over the policy
-    quarantined: set[str] = frozenset(),
-) -> dict[str, Verdict]:
-    """What an outside hubgate holds after vetting a repo: revision, info, tree pages, file meta, scans,
-    verdicts, and approved bytes in blobs/."""
-    store, blobs = side.store, side.blobs
-    await store.set_revision("model", repo_id, "main", commit, 300)
-    siblings = [{"rfilename": p} for p in files]
-    info = {
-        "id": repo_id,
-        "sha": commit,
-        "cardData": {"license": license},
-        "tags": [f"license:{license}"],
-        "siblings": siblings,
-    }
-    await store.set_doc("info", f"model:{repo_id}:{commit}", info)
-    items = [{"type": "file", "path": p, "size": len(d), "oid": "0" * 40} for p, d in files.items()]
-    await store.set_doc(
-        "tree", f"model:{repo_id}:{commit}::true:", {"items": items[:1], "next": "recursive=true&cursor=p2"}
-    )
-    await store.set_doc("tree", f"model:{repo_id}:{commit}::true:p2", {"items": items[1:], "next": None})
-    verdicts = {}
-    for path, data in files.items():
-        async with blobs.open_tmp(expected_size=len(data)) as writer:
-            await writer.write(data)
-            await blobs.quarantine(writer)
-        sha = hashlib.sha256(data).hexdigest()
-        report = scan_path(blobs.quarantine_path(sha), display_name=path, known_sha256=sha)
-        await store.set_scan(report)
-        await store.set_file_meta("model", repo_id, commit, FileMeta(path=path, size=len(data), sha256=sha, lfs=True))
-        ref = ArtifactRef(repo_id=repo_id, commit=commit, path=path)
-        status = VerdictStatus.QUARANTINED if path in quarantined else VerdictStatus.APPROVED
-        by_admin = path in admin
-        verdict = Verdict(
-            artifact_id=ref.artifact_id,
-            status=status,
-            sha256=sha,
-            size=len(data),
-            repo_id=repo_id,
-            commit=commit,
-            path=path,
-            policy_hash="outside-policy",
-            scan_verdict=report.verdict,
-            engines=report.engines,
-            decided_by="admin:alice" if by_admin else "policy",
-            admin_status=VerdictStatus.APPROVED if by_admin else None,
-            admin_by="alice" if by_admin else "",
-            admin_reason="reviewed by hand" if by_admin else "",
-        )
-        if status is VerdictStatus.APPROVED:
-            await blobs.promote(sha)
-        await store.put_verdict(verdict, event="decision", actor="policy")
-        verdicts[path] = verdict
-    return verdicts
 
 
 async def _export(side: Side, tmp_path: Path, key, *specs: str, all_approved: bool = False) -> Path:
@@ -158,13 +61,13 @@ def _files_under(root: Path) -> list[Path]:
 async def test_export_then_import_rescans_applies_inside_policy_and_audits(sides, tmp_path: Path) -> None:
     outside, inside = sides
     key = signing.generate()
-    files = {"config.json": b'{"model_type": "bert"}', "model.safetensors": _weights(), "extra.bin": b"xx"}
-    await _seed(outside, "org/model", COMMIT, files, license="apache-2.0", quarantined={"extra.bin"})
-    await _seed(
+    files = {"config.json": b'{"model_type": "bert"}', "model.safetensors": weights(), "extra.bin": b"xx"}
+    await seed(outside, "org/model", COMMIT, files, license="apache-2.0", quarantined={"extra.bin"})
+    await seed(
         outside,
         "org/nc-model",
         NC_COMMIT,
-        {"model.safetensors": _weights() + b""},
+        {"model.safetensors": weights() + b""},
         license="cc-by-nc-4.0",
         admin={"model.safetensors"},
     )
@@ -190,7 +93,7 @@ async def test_export_then_import_rescans_applies_inside_policy_and_audits(sides
     }
     store = inside.store
     # approved bytes are servable inside; the blocked one is held in quarantine, never in blobs/
-    weights_sha = hashlib.sha256(_weights()).hexdigest()
+    weights_sha = hashlib.sha256(weights()).hexdigest()
     assert inside.blobs.blob_path(weights_sha) is not None
     nc = (await store.find_verdicts("org/nc-model", "model.safetensors"))[0]
     assert nc.status is VerdictStatus.BLOCKED and "cc-by-nc-4.0" in " ".join(nc.reasons)
@@ -224,7 +127,7 @@ async def test_trust_verdicts_honours_outside_admin_but_not_over_an_inside_block
     outside, inside = sides
     key = signing.generate()
     # custom code: the default policy quarantines it; an outside admin approved it
-    await _seed(outside, "org/coder", COMMIT, {"modeling.py": b"import torch\n"}, license="mit", admin={"modeling.py"})
+    await seed(outside, "org/coder", COMMIT, {"modeling.py": b"import torch\n"}, license="mit", admin={"modeling.py"})
     bundle = await _export(outside, tmp_path, key, f"org/coder@{COMMIT}")
     with bundle.open("rb") as fh:
         plain = await import_bundle(
@@ -260,8 +163,8 @@ async def test_trust_verdicts_honours_outside_admin_but_not_over_an_inside_block
 async def test_a_bad_bundle_is_refused_whole_and_leaves_nothing(sides, tmp_path: Path, redis_url, where) -> None:
     outside, inside = sides
     key = signing.generate()
-    await _seed(
-        outside, "org/model", COMMIT, {"model.safetensors": _weights(), "config.json": b"{}"}, license="apache-2.0"
+    await seed(
+        outside, "org/model", COMMIT, {"model.safetensors": weights(), "config.json": b"{}"}, license="apache-2.0"
     )
     bundle = await _export(outside, tmp_path, key, "org/model")
     raw = bytearray(bundle.read_bytes())
@@ -298,15 +201,15 @@ async def test_a_bad_bundle_is_refused_whole_and_leaves_nothing(sides, tmp_path:
 async def test_only_approved_content_is_exported(sides, tmp_path: Path) -> None:
     outside, _ = sides
     key = signing.generate()
-    await _seed(outside, "org/held", COMMIT, {"a.bin": b"a"}, license="mit", quarantined={"a.bin"})
+    await seed(outside, "org/held", COMMIT, {"a.bin": b"a"}, license="mit", quarantined={"a.bin"})
     with pytest.raises(ExportError, match="nothing approved"):
         await _export(outside, tmp_path, key, "org/held")
     with pytest.raises(ExportError, match="unknown to this hubgate"):
         await _export(outside, tmp_path, key, "org/held@v9")
     assert not (tmp_path / "bundle.tar").exists()
     # a blob that rotted on disk after approval is not shipped under a signature
-    await _seed(outside, "org/rot", COMMIT, {"w.safetensors": _weights()}, license="mit")
-    blob = outside.blobs.blob_path(hashlib.sha256(_weights()).hexdigest())
+    await seed(outside, "org/rot", COMMIT, {"w.safetensors": weights()}, license="mit")
+    blob = outside.blobs.blob_path(hashlib.sha256(weights()).hexdigest())
     blob.write_bytes(b"\0" * blob.stat().st_size)
     with pytest.raises(Exception, match="sha256 differs"):
         await _export(outside, tmp_path, key, "org/rot")
