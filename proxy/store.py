@@ -95,6 +95,9 @@ class StartupReport:
     torn_removed: list[str] = field(default_factory=list)  # "<where>/<sha256>: <why>" deleted files
     stale_markers: int = 0  # markers whose file was gone
 
+    def __str__(self) -> str:
+        return self.summary()
+
     def summary(self) -> str:
         return (
             f"storage start-up: removed {self.tmp_files_removed} leftover download(s) "

@@ -61,7 +61,7 @@ def test_startup_creates_layout_and_empties_tmp(tmp_path: Path) -> None:
     assert list((data_dir / "tmp").iterdir()) == []
     for sub in ("quarantine", "blobs/sha256", "pending-durable"):
         assert (data_dir / sub).is_dir()
-    assert "removed 2 leftover download(s) (1024 bytes)" in report.summary()
+    assert "removed 2 leftover download(s) (1024 bytes)" in str(report) == report.summary()
     again = BlobStore(data_dir).startup()
     assert (again.tmp_files_removed, again.torn_removed, again.pending_verified) == (0, [], [])
 
