@@ -19,7 +19,7 @@ from proxy.models import REPO_ID_RE, ArtifactRef, FileMeta, RepoMeta, RepoType
 from proxy.upstreams.torch import HttpSource
 
 GITHUB_SOURCE = "github"
-ARCHIVE_PATH = ""  # the artifact is the whole archive at a commit; its id is per (owner, repo, commit)
+ARCHIVE_PATH = "zipball"  # the artifact is the whole archive at a commit; its id is per (owner, repo, commit)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _REF_RE = re.compile(r"^[A-Za-z0-9_.+/-]{1,255}$")
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")

@@ -55,7 +55,11 @@ log = logging.getLogger("hubgate.torch")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 GITHUB_REVISIONS = "github"  # repo_type under which ref -> commit resolutions are cached
 REPORT_DOC = "hubrepo-report"
+H_REASON = "X-Hubgate-Reason"  # the short form, also used as the status line's reason phrase
 _SHORT_RE = re.compile(r"^(.*?\(artifact [0-9a-f]+\))")
+_BRACKETS_RE = re.compile(r"\s*\[[^\]]*\]")
+_RULE_RE = re.compile(r"\s*\(rule [^)]*\)")
+_FIRST_REASON_LIMIT = 160
 REASON_LIMIT = 300
 
 
@@ -78,6 +82,29 @@ def reason_phrase(message: str) -> str:
     return ascii_header(f"hubgate {short}", REASON_LIMIT)
 
 
+def _clean_reason(reason: str, path: str) -> str:
+    """One verdict reason without the file path, engine locations and rule tags (they are in the body)."""
+    reason = reason.removeprefix(f"{path}: ")
+    reason = _BRACKETS_RE.sub("", reason)
+    reason = _RULE_RE.sub("", reason)
+    return " ".join(reason.split()).strip(" ;,")
+
+
+def verdict_reason(verdict: Verdict) -> str:
+    """`hubgate blocked: <first reason> (+N more) (artifact <id>)`, short enough for a status line."""
+    status = verdict.status.value
+    if verdict.status is VerdictStatus.REJECTED:
+        first = f"by {verdict.admin_by or 'an admin'}: {verdict.admin_reason}"
+        more = 0
+    else:
+        reasons = [_clean_reason(r, verdict.path) for r in verdict.reasons] or ["no reason recorded"]
+        first, more = reasons[0], len(reasons) - 1
+    if len(first) > _FIRST_REASON_LIMIT:
+        first = first[: _FIRST_REASON_LIMIT - 3].rstrip() + "..."
+    extra = f" (+{more} more)" if more else ""
+    return ascii_header(f"hubgate {status}: {first}{extra} (artifact {verdict.artifact_id})", REASON_LIMIT)
+
+
 def torch_errors(handler: Handler) -> Handler:
     """Map the error tree as the middleware does, and put the message in the reason phrase as well."""
 
@@ -88,7 +115,7 @@ def torch_errors(handler: Handler) -> Handler:
         except HubgateError as exc:
             response = error_response(exc)
             if isinstance(exc, Refused) or exc.status in (400, 404, 502, 503):
-                response.set_status(exc.status, reason_phrase(exc.message))
+                response.set_status(exc.status, exc.headers.get(H_REASON) or reason_phrase(exc.message))
             if isinstance(exc, Refused) and exc.artifact_id:
                 response.headers["X-Hubgate-Artifact"] = exc.artifact_id
             return response
@@ -122,6 +149,7 @@ def _serve(request: web.Request, verdict: Verdict, extra: dict[str, str]) -> web
 def _refuse(request: web.Request, verdict: Verdict) -> Refused:
     exc = request.app[PIPELINE].refusal(verdict)
     exc.headers["X-Hubgate-Status"] = verdict.status.value
+    exc.headers[H_REASON] = verdict_reason(verdict)
     return exc
 
 
