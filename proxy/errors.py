@@ -1,17 +1,17 @@
 """The error tree. The web middleware maps it to responses once; the CLI prints the message and exits 2.
 
-    HubgateError                      500  (unexpected; message still stands alone)
-    ├── BadRequest                    400  malformed repo id, path with `..`, bad revision
-    ├── Refused                       403  X-Error-Code: GatedRepo (the only shape whose text reaches HF users)
-    │   ├── Blocked                        policy or admin blocked/rejected the file
-    │   └── Quarantined                    held for an admin
-    ├── VettingInProgress             429  Retry-After; the HF client retries by itself
-    ├── UpstreamError                 502  upstream unreachable or misbehaving (includes verification failures)
-    │   └── IntegrityError                 size / hash mismatch, cut transfer
-    ├── UpstreamStatus                any  an upstream 4xx passed through with its X-Error-Code
-    ├── NotInOfflineCache             404  offline mode and nothing vetted for this request
-    ├── Unavailable                   503  Redis or storage unreachable: never bytes
-    └── Unauthorized                  401  admin API without a valid token
+HubgateError                      500  (unexpected; message still stands alone)
+├── BadRequest                    400  malformed repo id, path with `..`, bad revision
+├── Refused                       403  X-Error-Code: GatedRepo (the only shape whose text reaches HF users)
+│   ├── Blocked                        policy or admin blocked/rejected the file
+│   └── Quarantined                    held for an admin
+├── VettingInProgress             429  Retry-After; the HF client retries by itself
+├── UpstreamError                 502  upstream unreachable or misbehaving (includes verification failures)
+│   └── IntegrityError                 size / hash mismatch, cut transfer
+├── UpstreamStatus                any  an upstream 4xx passed through with its X-Error-Code
+├── NotInOfflineCache             404  offline mode and nothing vetted for this request
+├── Unavailable                   503  Redis or storage unreachable: never bytes
+└── Unauthorized                  401  admin API without a valid token
 """
 
 from __future__ import annotations

@@ -44,6 +44,27 @@ LOCK_TTL_MS = 30_000
 PROGRESS_EVERY_S = 1.0
 
 
+def current_engine_versions() -> dict[str, str]:
+    """Versions of every engine a report can name, read without importing the engines into the server."""
+    from importlib import metadata
+
+    from proxy.scan.scanner import hubgate_version
+    from proxy.scan.state import ENGINE
+
+    versions = {ENGINE: hubgate_version()}
+    for name in ("fickling", "modelscan"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def report_is_current(report: ScanReport, versions: dict[str, str]) -> bool:
+    """A stored scan stays valid until one of the engines that produced it changes version."""
+    return all(versions.get(engine) == version for engine, version in report.engines.items())
+
+
 def refusal(verdict: Verdict) -> Refused:
     """The 403 a client sees: what was decided, why, which artifact, and what to do next."""
     why = "; ".join(verdict.reasons) or "no reason recorded"
@@ -68,11 +89,7 @@ def servable(verdict: Verdict) -> bool:
     """Approved, or recorded under an audit-mode policy (served with a warning) unless an admin rejected it."""
     if verdict.status is VerdictStatus.APPROVED:
         return True
-    return (
-        verdict.mode == "audit"
-        and verdict.admin_status is None
-        and verdict.status is not VerdictStatus.REJECTED
-    )
+    return verdict.mode == "audit" and verdict.admin_status is None and verdict.status is not VerdictStatus.REJECTED
 
 
 def verify_download(meta: FileMeta, size: int, sha256: str, git_sha1: str | None, what: str) -> None:
@@ -113,6 +130,7 @@ class Pipeline:
         self.offline = offline
         self.on_decision = on_decision
         self._tasks: dict[str, asyncio.Task[Verdict]] = {}
+        self.engine_versions = current_engine_versions()
 
     # ---- the entry point -------------------------------------------------------------------------
 
@@ -157,9 +175,7 @@ class Pipeline:
             raise refusal(verdict)
         path = self.blobs.blob_path(verdict.sha256)
         if path is None:
-            raise UpstreamError(
-                f"hubgate: the vetted bytes of artifact {verdict.artifact_id} are missing; retry"
-            )
+            raise UpstreamError(f"hubgate: the vetted bytes of artifact {verdict.artifact_id} are missing; retry")
         return path
 
     refusal = staticmethod(refusal)
@@ -181,17 +197,16 @@ class Pipeline:
         if verdict.admin_status is not None or verdict.policy_hash == policy.hash:
             return verdict
         report = await self.store.get_scan(verdict.sha256) if verdict.scan_verdict is not None else None
-        if report is not None and report.engines != self.scans.engine_versions:
+        if report is not None and not report_is_current(report, self.engine_versions):
             return None
         decision = decide(report, ref, repo, policy)
         if report is None and decision.action is not Action.BLOCK:
             return None
         updated = self._verdict_from(ref, verdict.sha256, verdict.size, report, decision, previous=verdict)
-        if servable(updated):
-            if self.blobs.blob_path(updated.sha256) is None:
-                if self.blobs.quarantine_path(updated.sha256) is None:
-                    return None
-                await self.blobs.promote(updated.sha256)
+        if servable(updated) and self.blobs.blob_path(updated.sha256) is None:
+            if self.blobs.quarantine_path(updated.sha256) is None:
+                return None
+            await self.blobs.promote(updated.sha256)
         await self._record(updated, event="redecide", actor="policy")
         return updated
 
@@ -210,9 +225,7 @@ class Pipeline:
         return Verdict(
             artifact_id=ref.artifact_id,
             status=previous.admin_status if previous and previous.admin_status else policy_status,
-            reasons=[
-                f"{r.message} (rule {r.rule})" for r in decision.reasons if r.action is not Action.ALLOW
-            ],
+            reasons=[f"{r.message} (rule {r.rule})" for r in decision.reasons if r.action is not Action.ALLOW],
             decided_by=previous.decided_by if previous and previous.admin_status else "policy",
             policy_hash=decision.policy_hash,
             policy_status=policy_status,
@@ -245,9 +258,7 @@ class Pipeline:
 
     # ---- the work, once --------------------------------------------------------------------------
 
-    async def _vet_once(
-        self, ref: ArtifactRef, meta: FileMeta, repo: RepoMeta, source: ContentSource
-    ) -> Verdict:
+    async def _vet_once(self, ref: ArtifactRef, meta: FileMeta, repo: RepoMeta, source: ContentSource) -> Verdict:
         lock = f"vet:{ref.artifact_id}"
         while True:
             token = await self.store.acquire_lock(lock, LOCK_TTL_MS)
@@ -275,9 +286,7 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 await self.store.renew_lock(lock, token, LOCK_TTL_MS)
 
-    async def _vet_locked(
-        self, ref: ArtifactRef, meta: FileMeta, repo: RepoMeta, source: ContentSource
-    ) -> Verdict:
+    async def _vet_locked(self, ref: ArtifactRef, meta: FileMeta, repo: RepoMeta, source: ContentSource) -> Verdict:
         previous = await self.store.get_verdict(ref.artifact_id)
         if previous is not None:
             current = await self._current(previous, ref, repo)
@@ -288,9 +297,7 @@ class Pipeline:
             early = decide(None, ref, repo, policy)
             if early.action is Action.BLOCK and early.mode != "audit":
                 # refused on repo facts alone (license, publisher): no need to download gigabytes
-                verdict = self._verdict_from(
-                    ref, meta.sha256 or "", meta.size, None, early, previous=previous
-                )
+                verdict = self._verdict_from(ref, meta.sha256 or "", meta.size, None, early, previous=previous)
                 await self._record(verdict, event="decision", actor="policy")
                 return verdict
         if meta.size > self.max_file_size:
@@ -347,14 +354,12 @@ class Pipeline:
 
     async def _scan(self, ref: ArtifactRef, sha256: str) -> ScanReport:
         report = await self.store.get_scan(sha256)
-        if report is not None and report.engines == self.scans.engine_versions:
+        if report is not None and report_is_current(report, self.engine_versions):
             return report
         path = self.blobs.quarantine_path(sha256) or self.blobs.blob_path(sha256)
         if path is None:
             raise UpstreamError(f"hubgate: the quarantined bytes of {ref.human} vanished; retry")
-        await self.store.set_progress(
-            f"progress:{ref.artifact_id}", {"phase": "scanning", "since": time.time()}
-        )
+        await self.store.set_progress(f"progress:{ref.artifact_id}", {"phase": "scanning", "since": time.time()})
         report = await self.scans.scan(path, display_name=ref.path, known_sha256=sha256)
         self.metrics.scan_seconds.observe(report.duration_s)
         await self.store.set_scan(report)

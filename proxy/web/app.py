@@ -53,7 +53,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     log.info("storage ready", extra={"startup": str(report)})
     app[BLOBS] = blobs
     yield
-    await blobs.close()
+    await blobs.drain()
 
 
 async def _upstream(app: web.Application) -> AsyncIterator[None]:
@@ -72,9 +72,7 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
 
 async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    scans = ScanPool(
-        workers=settings.scan_workers, timeout=settings.scan_timeout, memory_mb=settings.scan_memory_mb
-    )
+    scans = ScanPool(workers=settings.scan_workers, timeout=settings.scan_timeout, memory_mb=settings.scan_memory_mb)
     pipeline = Pipeline(
         store=app[STORE],
         blobs=app[BLOBS],
@@ -85,9 +83,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         offline=settings.offline,
     )
     app[PIPELINE] = pipeline
-    app[META] = HfMetadata(
-        app[UPSTREAM], app[STORE], revision_ttl=settings.revision_ttl, offline=settings.offline
-    )
+    app[META] = HfMetadata(app[UPSTREAM], app[STORE], revision_ttl=settings.revision_ttl, offline=settings.offline)
     try:
         yield
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from aiohttp import web
 from multidict import MultiDict
@@ -16,7 +16,7 @@ from multidict import MultiDict
 from proxy.errors import NotInOfflineCache, Refused, UpstreamError, UpstreamStatus
 from proxy.hfmeta import offline_refusal
 from proxy.hfpaths import ApiTarget, api_repo_path, parse_api, parse_resolve
-from proxy.models import ArtifactRef, RepoType, VerdictStatus
+from proxy.models import ArtifactRef, VerdictStatus
 from proxy.upstreams.hf import HfFileSource, status_error
 from proxy.web.keys import META, PIPELINE, SETTINGS, UPSTREAM
 from proxy.web.responses import BlobResponse
@@ -57,9 +57,7 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
         exc.headers.setdefault("X-Repo-Commit", commit)
         raise
     repo = await meta.repo_meta(target.repo_type, target.repo_id, commit)
-    ref = ArtifactRef(
-        source="hf", repo_type=target.repo_type, repo_id=target.repo_id, commit=commit, path=target.path
-    )
+    ref = ArtifactRef(source="hf", repo_type=target.repo_type, repo_id=target.repo_id, commit=commit, path=target.path)
     upstream = request.app[UPSTREAM]
     source = (
         None
@@ -109,9 +107,7 @@ async def repo_info(request: web.Request, target: ApiTarget) -> web.Response:
     if meta.offline:
         commit = await meta.resolve(target.repo_type, target.repo_id, target.revision or "main")
         return json_response(await meta.info(target.repo_type, target.repo_id, commit))
-    info = await meta.fetch_info(
-        target.repo_type, target.repo_id, target.revision, request.rel_url.raw_query_string
-    )
+    info = await meta.fetch_info(target.repo_type, target.repo_id, target.revision, request.rel_url.raw_query_string)
     return json_response(info)
 
 
@@ -190,9 +186,7 @@ async def paths_info(request: web.Request, target: ApiTarget) -> web.Response:
     if meta.offline:
         found = []
         for p in paths:
-            entry = await meta.store.get_doc(
-                "pathinfo", f"{target.repo_type.value}:{target.repo_id}:{commit}:{p}"
-            )
+            entry = await meta.store.get_doc("pathinfo", f"{target.repo_type.value}:{target.repo_id}:{commit}:{p}")
             if entry is not None:
                 found.append(entry)
         return json_response(found)
