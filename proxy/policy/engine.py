@@ -155,7 +155,9 @@ def _lineage_reasons(repo: RepoMeta, rules: LicenseRules) -> list[Reason]:
         raw = known.get(base.lower())
         ids = [i for r in raw or [] if isinstance(r, str) for i in normalize_license(r) if i != UNKNOWN]
         if not ids:
-            why = "license could not be determined" if raw is None else "declares no license"
+            # [] is what the pipeline records for a base it could not reach as well as for one with no
+            # license: either way nothing vouches for the base.
+            why = "was not resolved" if raw is None else "has no license hubgate could determine"
             reasons.append(_reason("license.lineage", rules.missing, f"base model {base} {why}"))
             continue
         for lid in dict.fromkeys(ids):

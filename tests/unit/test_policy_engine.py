@@ -159,9 +159,7 @@ def test_lineage_list_of_bases_and_unresolved_base() -> None:
     meta = repo(card, base_model_licenses={"a/ok": ["Apache-2.0"]})
     decision = decide(None, REF, meta, default_policy())
     assert decision.action is Action.QUARANTINE
-    assert [r.message for r in decision.reasons] == [
-        "base model b/unresolved license could not be determined (rule license.lineage)"
-    ]
+    assert [r.message for r in decision.reasons] == ["base model b/unresolved was not resolved (rule license.lineage)"]
 
 
 def test_lineage_base_without_license_and_transitive_entries() -> None:
@@ -171,7 +169,7 @@ def test_lineage_base_without_license_and_transitive_entries() -> None:
     decision = decide(None, REF, meta, default_policy())
     assert decision.action is Action.BLOCK
     assert rules(decision) == ["license.lineage", "license.lineage"]
-    assert "a/parent declares no license" in decision.reasons[1].message
+    assert "a/parent has no license hubgate could determine" in decision.reasons[1].message
 
 
 def test_lineage_all_permissive_passes_and_can_be_turned_off() -> None:
