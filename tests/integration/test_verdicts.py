@@ -333,9 +333,9 @@ async def test_expired_lock_is_reacquirable_and_old_token_is_dead(verdict_store:
 
 
 async def test_hold_lock_renews_while_held_and_releases(verdict_store: VerdictStore, redis_url: str) -> None:
-    async with verdict_store.hold_lock("fetch:z", 300) as token:
+    async with verdict_store.hold_lock("fetch:z", 500) as token:
         assert token is not None
-        await asyncio.sleep(0.8)  # well past the 300 ms TTL: renewal keeps it
+        await asyncio.sleep(1.2)  # more than twice the 500 ms TTL: renewal keeps it
         assert await verdict_store.acquire_lock("fetch:z", 1000) is None
         async with verdict_store.hold_lock("fetch:z", 300) as second:
             assert second is None
