@@ -55,6 +55,7 @@ log = logging.getLogger("hubgate.torch")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 GITHUB_REVISIONS = "github"  # repo_type under which ref -> commit resolutions are cached
 REPORT_DOC = "hubrepo-report"
+UNCHECKED_DOC = "torch-unchecked-name"  # audit event and marker: a weight name torch's check_hash ignores
 H_REASON = "X-Hubgate-Reason"  # the short form, also used as the status line's reason phrase
 _SHORT_RE = re.compile(r"^(.*?\(artifact [0-9a-f]+\))")
 _BRACKETS_RE = re.compile(r"\s*\[[^\]]*\]")
@@ -171,11 +172,21 @@ async def model(request: web.Request) -> web.StreamResponse:
     extra: dict[str, str] = {}
     if name.warning:
         extra["X-Hubgate-Warning"] = ascii_header(name.warning)
-        log.warning("torch weights %s served without a name hash: %s", name.path, name.warning)
+        await _flag_unchecked(request.app, verdict, name.warning)
     try:
         return _serve(request, verdict, extra)
     except Refused:
         raise _refuse(request, verdict) from None
+
+
+async def _flag_unchecked(app: web.Application, verdict: Verdict, warning: str) -> None:
+    """Record once per artifact (audit trail + log) that torch will not verify this file's name hash."""
+    store = app[STORE]
+    if await store.get_doc(UNCHECKED_DOC, verdict.artifact_id) is not None:
+        return
+    await store.set_doc(UNCHECKED_DOC, verdict.artifact_id, {"path": verdict.path, "sha256": verdict.sha256})
+    await store.append_audit(UNCHECKED_DOC, "hubgate", artifact_id=verdict.artifact_id, detail=warning)
+    log.warning("torch weights %s (artifact %s): %s", verdict.path, verdict.artifact_id, warning)
 
 
 # ---- GitHub --------------------------------------------------------------------------------------

@@ -166,9 +166,13 @@ def test_torchscript_is_blocked_and_hashless_names_are_flagged(
     gate = _gate(make_hubgate, fake_torch, tmp_path)
     error = _http_error(f"{gate.url}/torch/models/{hashed_name('scripted', body)}", tmp_path)
     assert error.code == 403 and "hubgate" in error.reason
-    with urllib.request.urlopen(f"{gate.url}/torch/models/quantized/plain_fbgemm_16fa66dd.pth") as resp:
-        assert resp.read() == plain
-        assert "torch's check_hash" in resp.headers["X-Hubgate-Warning"]
+    for _ in range(2):
+        with urllib.request.urlopen(f"{gate.url}/torch/models/quantized/plain_fbgemm_16fa66dd.pth") as resp:
+            assert resp.read() == plain
+            assert "torch's check_hash" in resp.headers["X-Hubgate-Warning"]
+            aid = resp.headers["X-Hubgate-Artifact"]
+    flagged = gate.call(gate.store.read_audit(event="torch-unchecked-name"))
+    assert [(e["artifact_id"], "check_hash" in e["detail"]) for e in flagged] == [(aid, True)]  # once
 
 
 # ---- hub repos through the shim, held for an admin -----------------------------------------------
@@ -209,6 +213,7 @@ def test_hub_repo_is_held_then_loads_through_the_shim(
     aid = archive_ref("acme", "tinyhub", commit).artifact_id
     assert "HTTP Error 403: hubgate quarantined" in first["error"] and aid in first["error"], first
     assert first["sd_keys"] == ["bias", "weight"]  # weights via the original URL went through hubgate
+    assert fake_torch.count(f"GET /models/{name}") == 1
     report = _admin_json(gate, f"/torch/api/hub/acme/tinyhub/{commit}")
     assert report["report"]["has_hubconf"] and report["report"]["entrypoints"] == ["tiny"]
     approved = gate.cli("approve", aid, "--reason", "reviewed hubconf.py")
