@@ -127,6 +127,8 @@ def test_hf_hub_download_by_branch_tag_commit_and_dataset(hub: FakeHub, shas: di
     assert long_get.response_headers["content-encoding"] == "gzip"
     assert "content-length" not in long_get.response_headers
     assert hub.count("HEAD", path_contains="/datasets/acme/data/resolve/main/train.csv") == 1
+    # The client's user agent names hf_hub: the end-to-end tests rely on it to spot a bypassed proxy.
+    assert all("hf_hub/" in r.headers.get("user-agent", "") for r in hub.log)
 
 
 def test_snapshot_download_follows_pagination(hub: FakeHub, shas: dict[str, Any]) -> None:
