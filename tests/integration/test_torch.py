@@ -116,6 +116,8 @@ def test_state_dict_loads_through_hubgate(make_hubgate: Any, fake_torch: FakePyT
     with urllib.request.urlopen(urllib.request.Request(f"{gate.url}/torch/models/{name}", method="HEAD")) as resp:
         assert resp.headers["X-Hubgate-Sha256"] == hashlib.sha256(body).hexdigest()
     assert fake_torch.count(f"GET /models/{name}") == 1  # vetted once, then served from the blob store
+    missing = _http_error(f"{gate.url}/torch/models/missing-12345678.pth", tmp_path)
+    assert missing.code == 404 and missing.reason.startswith("hubgate upstream answered 404"), missing.reason
 
 
 def test_malicious_pickle_is_refused_with_the_reason(
@@ -222,6 +224,8 @@ def test_hub_repo_is_held_then_loads_through_the_shim(
     torch.manual_seed(3)
     assert second["weight"] == torch.nn.Linear(4, 2).weight.tolist()
     assert fake_torch.count(f"/zipball/{commit}") == 1  # hubgate pinned the tag to its commit and fetched once
+    with urllib.request.urlopen(f"{gate.url}/torch/codeload/acme/tinyhub/legacy.zip/refs/heads/main") as resp:
+        assert resp.headers["X-Hubgate-Commit"] == commit and resp.read()[:2] == b"PK"
 
 
 def _admin_json(gate: Any, path: str) -> Any:
