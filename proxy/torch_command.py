@@ -22,12 +22,13 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.client import HTTPResponse
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO, TextIO, cast
 
 from proxy.errors import BadRequest, HubgateError, UpstreamError
 from proxy.models import VerdictStatus
-from proxy.torch_mirror import CheckpointEntry, CurrentVerdict, HubEntry, Mirror, verify_mirror
+from proxy.torch_mirror import CheckpointEntry, CurrentVerdict, HubEntry, Lookup, Mirror, verify_mirror
 from proxy.upstreams.github import HubSpec, parse_hub_spec
 from proxy.upstreams.torch import WeightName, parse_weight_path
 
@@ -96,12 +97,12 @@ class HubgateClient:
         resp.close()
         return {k: v for k, v in resp.headers.items()}
 
-    def _request(self, url: str, method: str):  # type: ignore[no-untyped-def]
+    def _request(self, url: str, method: str) -> HTTPResponse:
         deadline = time.monotonic() + self.timeout
         while True:
             req = urllib.request.Request(url, method=method, headers={"User-Agent": "hubgate-torch-mirror"})
             try:
-                return self._opener.open(req, timeout=self.timeout)
+                return cast(HTTPResponse, self._opener.open(req, timeout=self.timeout))
             except urllib.error.HTTPError as exc:
                 message = exc.headers.get("X-Error-Message") or exc.reason or str(exc)
                 exc.close()
@@ -174,7 +175,7 @@ def build_mirror(
     return written, refused
 
 
-def verdict_lookup(client: HubgateClient):  # type: ignore[no-untyped-def]
+def verdict_lookup(client: HubgateClient) -> Lookup:
     """Ask hubgate about one mirror entry with a HEAD on the route that served it."""
 
     def lookup(entry: CheckpointEntry | HubEntry) -> CurrentVerdict | None:
@@ -236,7 +237,7 @@ def torch_mirror(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     """Register `torch-mirror` on the CLI's subparsers; the handler is `args.func(args) -> int`."""
-    p = subparsers.add_parser(
+    p: argparse.ArgumentParser = subparsers.add_parser(
         "torch-mirror",
         help="write approved torch weights and hub repos as a TORCH_HOME directory, or --verify one",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
@@ -249,12 +250,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="weight names, download.pytorch.org URLs, or files of them",
     )
     p.add_argument("--hub", nargs="+", metavar="OWNER/REPO:REF", help="hub repos, pinned to a ref")
-    p.add_argument(
-        "--verify", action="store_true", help="re-hash the mirror against the manifest and verdicts"
-    )
-    p.add_argument(
-        "--manifest-only", action="store_true", help="with --verify: do not ask hubgate (air-gapped check)"
-    )
+    p.add_argument("--verify", action="store_true", help="re-hash the mirror against the manifest and verdicts")
+    p.add_argument("--manifest-only", action="store_true", help="with --verify: do not ask hubgate (air-gapped check)")
     p.add_argument("--url", default=None, help=f"hubgate base URL (default $HUBGATE_URL or {DEFAULT_URL})")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for one item's vetting")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")

@@ -81,8 +81,9 @@ def install(base: str) -> urllib.request.OpenerDirector:
 def uninstall() -> None:
     """Restore urllib's default opener (only if ours is the one installed)."""
     global _installed
-    if _installed is not None and urllib.request._opener is _installed:  # urllib keeps it private
-        urllib.request.install_opener(None)  # type: ignore[arg-type]
+    # urllib keeps the installed opener private; read it without relying on the name being typed.
+    if _installed is not None and getattr(urllib.request, "_opener", None) is _installed:
+        urllib.request.install_opener(None)  # None restores the default opener
     _installed = None
 
 

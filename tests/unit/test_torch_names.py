@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import urllib.request
 import warnings
+from pathlib import Path
 
 import pytest
 import torch.hub
@@ -12,8 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.errors import BadRequest
+from proxy.models import Verdict, VerdictStatus
+from proxy.torch_command import weight_names
 from proxy.upstreams.github import HubSpec, match_ref, parse_hub_spec
 from proxy.upstreams.torch import TORCH_HASH_RE, parse_weight_path, torch_hash_prefix, weight_meta, weight_ref
+from proxy.web.torch import reason_phrase, verdict_reason
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)  # imported without HUBGATE_URL: nothing installed
@@ -146,3 +150,40 @@ def test_shim_install_and_uninstall() -> None:
     finally:
         torch_redirect.uninstall()
     assert urllib.request._opener is None or urllib.request._opener is before
+
+
+def _verdict(status: VerdictStatus, reasons: list[str], **kw: str) -> Verdict:
+    return Verdict(
+        artifact_id="abcdef012345", status=status, reasons=reasons, sha256="0" * 64, size=1,
+        source="torch", repo_id="download.pytorch.org", commit="-", path="models/evil-1234abcd.pth", **kw,
+    )  # fmt: skip
+
+
+def test_reason_phrase_is_short_ascii_and_names_the_artifact() -> None:
+    long = "models/evil-1234abcd.pth: hubgate found imports posix.system (code execution) [pickle.x at data.pkl@1]"
+    phrase = verdict_reason(
+        _verdict(VerdictStatus.BLOCKED, [f"{long} (rule scan.critical) (rule scan.critical)", "b", "c\u2013d"])
+    )
+    assert phrase == (
+        "hubgate blocked: hubgate found imports posix.system (code execution) (+2 more) (artifact abcdef012345)"
+    )
+    huge = verdict_reason(_verdict(VerdictStatus.QUARANTINED, ["\u00e9" * 500]))
+    assert huge.isascii() and len(huge) < 220 and huge.endswith("... (artifact abcdef012345)")
+    rejected = _verdict(VerdictStatus.REJECTED, ["x"], admin_by="alice", admin_reason="typosquat")
+    assert verdict_reason(rejected) == "hubgate rejected: by alice: typosquat (artifact abcdef012345)"
+    for status in VerdictStatus:
+        assert verdict_reason(_verdict(status, [])).startswith(f"hubgate {status.value}: ")
+    assert reason_phrase("hubgate: x names hash prefix 1 but its sha256 is 2; nothing was kept") == (
+        "hubgate x names hash prefix 1 but its sha256 is 2; nothing was kept"
+    )
+
+
+def test_mirror_command_accepts_names_urls_and_files(tmp_path: Path) -> None:
+    listing = tmp_path / "models.txt"
+    listing.write_text("# torchvision\nresnet18-f37072fd.pth  # v1\n\n/models/quantized/r_fbgemm_16fa66dd.pth\n")
+    names = weight_names([str(listing), "https://download.pytorch.org/models/vit_b_16-c867db91.pth", "x-1234.pt"])
+    assert [n.path for n in names] == [
+        "resnet18-f37072fd.pth", "quantized/r_fbgemm_16fa66dd.pth", "vit_b_16-c867db91.pth", "x-1234.pt",
+    ]  # fmt: skip
+    with pytest.raises(BadRequest):
+        weight_names(["https://download.pytorch.org/models/../etc/passwd"])
