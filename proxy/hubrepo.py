@@ -62,9 +62,7 @@ def report_archive(path: Path, *, analyse: Analyse | None = None) -> HubRepoRepo
         return HubRepoReport(
             top_folder="",
             entries=0,
-            findings=[
-                _finding(Severity.CRITICAL, "hubrepo.unreadable", f"archive cannot be read as a zip: {exc}")
-            ],
+            findings=[_finding(Severity.CRITICAL, "hubrepo.unreadable", f"archive cannot be read as a zip: {exc}")],
         )
 
 
@@ -92,15 +90,11 @@ def _report_zip(zf: zipfile.ZipFile, analyse: Analyse) -> HubRepoReport:
         name = info.filename
         parts = PurePosixPath(name).parts
         if name.startswith("/") or "\\" in name or ".." in parts or (parts and parts[0].endswith(":")):
-            findings.append(
-                _finding(Severity.CRITICAL, "hubrepo.path-traversal", f"unsafe entry path {name!r}", name)
-            )
+            findings.append(_finding(Severity.CRITICAL, "hubrepo.path-traversal", f"unsafe entry path {name!r}", name))
             continue
         if not name.startswith(top):
             findings.append(
-                _finding(
-                    Severity.HIGH, "hubrepo.outside-top", f"entry {name!r} is outside the top folder {top!r}"
-                )
+                _finding(Severity.HIGH, "hubrepo.outside-top", f"entry {name!r} is outside the top folder {top!r}")
             )
             continue
         mode = info.external_attr >> 16
@@ -113,9 +107,7 @@ def _report_zip(zf: zipfile.ZipFile, analyse: Analyse) -> HubRepoReport:
         python.append(rel)
         if info.file_size > MAX_PY_BYTES or total + info.file_size > MAX_TOTAL_PY_BYTES:
             findings.append(
-                _finding(
-                    Severity.MEDIUM, "hubrepo.not-analysed", f"{rel} is too large to analyse statically", rel
-                )
+                _finding(Severity.MEDIUM, "hubrepo.not-analysed", f"{rel} is too large to analyse statically", rel)
             )
             continue
         total += info.file_size
@@ -155,9 +147,7 @@ def _hubconf_surface(text: str, findings: list[Finding]) -> tuple[list[str], lis
         ):
             if isinstance(node.value, ast.List | ast.Tuple):
                 dependencies = [
-                    e.value
-                    for e in node.value.elts
-                    if isinstance(e, ast.Constant) and isinstance(e.value, str)
+                    e.value for e in node.value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)
                 ]
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.name.startswith("_"):
             entrypoints.append(node.name)

@@ -154,9 +154,7 @@ class Mirror:
         if server:
             self.manifest.server = server
 
-    def add_checkpoint(
-        self, name: WeightName, stream: BinaryIO, *, sha256: str, artifact_id: str
-    ) -> CheckpointEntry:
+    def add_checkpoint(self, name: WeightName, stream: BinaryIO, *, sha256: str, artifact_id: str) -> CheckpointEntry:
         """Write `checkpoints/<basename>` from `stream`, which must hash to the approved `sha256`."""
         existing = self.manifest.checkpoints.get(name.basename)
         if existing is not None and existing.path != name.path:
@@ -165,17 +163,13 @@ class Mirror:
                 " (torch flattens paths); mirror them into different directories"
             )
         if name.hash_prefix and not sha256.startswith(name.hash_prefix):
-            raise IntegrityError(
-                f"{name.path}: approved sha256 {sha256} does not start with {name.hash_prefix}"
-            )
+            raise IntegrityError(f"{name.path}: approved sha256 {sha256} does not start with {name.hash_prefix}")
         self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         target = self.checkpoints_dir / name.basename
         with _tmp_file(self.checkpoints_dir, name.basename) as tmp:
             got, size = _copy_hashed(stream, tmp)
             if got != sha256:
-                raise IntegrityError(
-                    f"{name.path}: received sha256 {got}, hubgate approved {sha256}; not written"
-                )
+                raise IntegrityError(f"{name.path}: received sha256 {got}, hubgate approved {sha256}; not written")
             tmp.chmod(0o644)
             os.replace(tmp, target)
         _fsync_dir(self.checkpoints_dir)
@@ -186,9 +180,7 @@ class Mirror:
         self.save()
         return entry
 
-    def add_hub_repo(
-        self, spec: HubSpec, stream: BinaryIO, *, sha256: str, commit: str, artifact_id: str
-    ) -> HubEntry:
+    def add_hub_repo(self, spec: HubSpec, stream: BinaryIO, *, sha256: str, commit: str, artifact_id: str) -> HubEntry:
         """Extract an approved zipball's top folder to `hub/<owner>_<repo>_<ref>` and trust the repo."""
         self.hub_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=self.hub_dir))
@@ -196,9 +188,7 @@ class Mirror:
             archive = work / "archive.zip"
             got, _ = _copy_hashed(stream, archive)
             if got != sha256:
-                raise IntegrityError(
-                    f"{spec}: received archive sha256 {got}, hubgate approved {sha256}; not written"
-                )
+                raise IntegrityError(f"{spec}: received archive sha256 {got}, hubgate approved {sha256}; not written")
             tree = work / "tree"
             files = extract_top_folder(archive, tree)
             archive.unlink()
@@ -292,17 +282,13 @@ def verify_mirror(root: Path, lookup: Lookup | None) -> list[Problem]:
         problems += _check_file(path, rel, entry.sha256)
         prefix = torch_hash_prefix(entry.basename)
         if prefix and not entry.sha256.startswith(prefix):
-            problems.append(
-                Problem(kind="manifest", path=rel, message=f"manifest sha256 does not match {prefix}")
-            )
+            problems.append(Problem(kind="manifest", path=rel, message=f"manifest sha256 does not match {prefix}"))
         problems += _check_verdict(lookup, entry, entry.sha256, rel)
     if checkpoints.is_dir():
         for child in sorted(checkpoints.iterdir()):
             if child.name not in manifest.checkpoints:
                 problems.append(
-                    Problem(
-                        kind="unmanaged", path=f"hub/checkpoints/{child.name}", message="not in the manifest"
-                    )
+                    Problem(kind="unmanaged", path=f"hub/checkpoints/{child.name}", message="not in the manifest")
                 )
     for hub_entry in manifest.hub.values():
         repo_dir = hub / hub_entry.dir_name
@@ -313,9 +299,7 @@ def verify_mirror(root: Path, lookup: Lookup | None) -> list[Problem]:
             for path in sorted(repo_dir.rglob("*")):
                 rel = path.relative_to(repo_dir).as_posix()
                 if rel not in hub_entry.files and not (path.is_dir() and not path.is_symlink()):
-                    problems.append(
-                        Problem(kind="unmanaged", path=f"{rel_dir}/{rel}", message="not in the manifest")
-                    )
+                    problems.append(Problem(kind="unmanaged", path=f"{rel_dir}/{rel}", message="not in the manifest"))
         problems += _check_verdict(lookup, hub_entry, hub_entry.archive_sha256, rel_dir)
     if hub.is_dir():
         for child in sorted(hub.iterdir()):
@@ -331,29 +315,21 @@ def verify_mirror(root: Path, lookup: Lookup | None) -> list[Problem]:
     trusted = hub / "trusted_list"
     lines = [ln.strip() for ln in trusted.read_text().splitlines() if ln.strip()] if trusted.is_file() else []
     for line in sorted(set(lines) - set(manifest.trusted)):
-        problems.append(
-            Problem(kind="unmanaged", path="hub/trusted_list", message=f"unexpected trusted repo {line}")
-        )
+        problems.append(Problem(kind="unmanaged", path="hub/trusted_list", message=f"unexpected trusted repo {line}"))
     return problems
 
 
 def _check_file(path: Path, rel: str, sha256: str) -> list[Problem]:
     if path.is_symlink() or not path.is_file():
         what = "a symlink" if path.is_symlink() else "missing"
-        return [
-            Problem(kind="missing" if not path.is_symlink() else "modified", path=rel, message=f"is {what}")
-        ]
+        return [Problem(kind="missing" if not path.is_symlink() else "modified", path=rel, message=f"is {what}")]
     got = sha256_file(path)
     if got != sha256:
-        return [
-            Problem(kind="modified", path=rel, message=f"sha256 is {got}, the approved content is {sha256}")
-        ]
+        return [Problem(kind="modified", path=rel, message=f"sha256 is {got}, the approved content is {sha256}")]
     return []
 
 
-def _check_verdict(
-    lookup: Lookup | None, entry: CheckpointEntry | HubEntry, sha256: str, rel: str
-) -> list[Problem]:
+def _check_verdict(lookup: Lookup | None, entry: CheckpointEntry | HubEntry, sha256: str, rel: str) -> list[Problem]:
     if lookup is None:
         return []
     artifact_id = entry.artifact_id
@@ -362,13 +338,9 @@ def _check_verdict(
     except HubgateError as exc:
         return [Problem(kind="lookup-failed", path=rel, message=f"artifact {artifact_id}: {exc.message}")]
     if current is None:
-        return [
-            Problem(kind="not-approved", path=rel, message=f"artifact {artifact_id} is unknown to hubgate")
-        ]
+        return [Problem(kind="not-approved", path=rel, message=f"artifact {artifact_id} is unknown to hubgate")]
     if current.status is not VerdictStatus.APPROVED:
-        return [
-            Problem(kind="not-approved", path=rel, message=f"artifact {artifact_id} is now {current.status}")
-        ]
+        return [Problem(kind="not-approved", path=rel, message=f"artifact {artifact_id} is now {current.status}")]
     if current.sha256 != sha256:
         return [
             Problem(

@@ -118,9 +118,7 @@ class GitHub:
         self._web = web.rstrip("/")
         self._api = api.rstrip("/")
 
-    async def list_page(
-        self, owner: str, repo: str, kind: str, page: int, per_page: int = PER_PAGE
-    ) -> list[Any]:
+    async def list_page(self, owner: str, repo: str, kind: str, page: int, per_page: int = PER_PAGE) -> list[Any]:
         """One page of `branches` or `tags` as the API returns it (a JSON list)."""
         if kind not in ("branches", "tags"):
             raise BadRequest(f"unknown listing {kind!r}")
@@ -160,9 +158,7 @@ class GitHub:
                 if sha is not None:
                     return sha
             else:
-                raise UpstreamError(
-                    f"GitHub listing of {kind} of {owner}/{repo} has more than {MAX_PAGES} pages"
-                )
+                raise UpstreamError(f"GitHub listing of {kind} of {owner}/{repo} has more than {MAX_PAGES} pages")
         if SHA_RE.match(ref):
             return ref
         raise UpstreamStatus(

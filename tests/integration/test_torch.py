@@ -79,9 +79,7 @@ license.missing = "allow"
 def _gate(make_hubgate: Any, fake: FakePyTorch, tmp_path: Path, *, scope: bool = True) -> Any:
     policy = tmp_path / "policy.toml"
     policy.write_text((REPO_ROOT / "config" / "policy.toml").read_text() + (TORCH_SCOPE if scope else ""))
-    return make_hubgate(
-        torch_upstream=fake.url, github_upstream=fake.url, github_api_upstream=fake.url, policy=policy
-    )
+    return make_hubgate(torch_upstream=fake.url, github_upstream=fake.url, github_api_upstream=fake.url, policy=policy)
 
 
 def _http_error(url: str, tmp_path: Path) -> urllib.error.HTTPError:

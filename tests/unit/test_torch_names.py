@@ -72,9 +72,7 @@ def test_artifact_id_is_per_path() -> None:
     assert a != b and len(a) == 12
 
 
-@pytest.mark.parametrize(
-    "path", ["", "/etc/passwd", "../x.pth", "a/../b.pth", "a//b.pth", "a\\b.pth", "a/./b", ".x"]
-)
+@pytest.mark.parametrize("path", ["", "/etc/passwd", "../x.pth", "a/../b.pth", "a//b.pth", "a\\b.pth", "a/./b", ".x"])
 def test_bad_weight_paths(path: str) -> None:
     with pytest.raises(BadRequest, match="invalid torch weight path"):
         parse_weight_path(path)
@@ -131,9 +129,7 @@ def test_shim_rewrite(url: str, expected: str | None) -> None:
 
 def test_shim_handler_rewrites_request_and_drops_github_token() -> None:
     handler = torch_redirect.HubgateRedirectHandler("http://127.0.0.1:9")
-    req = urllib.request.Request(
-        "https://api.github.com/repos/o/r/tags", headers={"Authorization": "token x"}
-    )
+    req = urllib.request.Request("https://api.github.com/repos/o/r/tags", headers={"Authorization": "token x"})
     req = handler.https_request(req)
     assert req.full_url == "http://127.0.0.1:9/torch/github-api/repos/o/r/tags"
     assert req.type == "http" and req.host == "127.0.0.1:9"
