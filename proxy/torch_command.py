@@ -46,7 +46,11 @@ def weight_names(items: list[str]) -> list[WeightName]:
     for item in items:
         path = Path(item)
         if path.is_file():
-            for line in path.read_text().splitlines():
+            try:
+                text = path.read_text()
+            except UnicodeDecodeError:
+                raise BadRequest(f"{item} is not a text list of weight names (one a line)") from None
+            for line in text.splitlines():
                 line = line.split("#", 1)[0].strip()
                 if line:
                     raw.append(line)
