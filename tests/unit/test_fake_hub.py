@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
+from safetensors.numpy import save
 
 from tests.clients import run_client
 from tests.fakes.hf_hub import NO_ACCESS_TOKEN, VALID_TOKEN, FakeHub, FakeHubThread
@@ -23,10 +25,11 @@ from tests.fakes.minilm import MINILM_REPO, add_minilm, minilm_dir
 
 pytestmark = pytest.mark.slow
 
-WEIGHTS = bytes(i * 7 % 251 for i in range(300_000))  # LFS through .gitattributes (*.safetensors)
+WEIGHTS = save({"w": np.arange(75_000, dtype=np.float32)})  # LFS through .gitattributes (*.safetensors)
 BIG = bytes(i % 13 for i in range(100_000))  # LFS by size (threshold 64 KiB below)
 LONG_TEXT = ("All work and no play makes Jack a dull boy.\n" * 80).encode()  # > 1 KB: gzip on GET
 ODD_NAME = "notes/a b&ü.txt"
+RESUME = bytes(range(256)) * (48 * 1024)  # 12 MiB: past the client's 10 MiB resume granularity
 CARD = "---\nlicense: apache-2.0\nlibrary_name: transformers\ntags:\n- fake\n---\n# A model\n"
 MODEL_FILES = {
     "config.json": b'{"v": 1}',
@@ -56,6 +59,9 @@ def populate(hub: FakeHub) -> dict[str, Any]:
     )
     hub.add_repo("acme/gated", files={"config.json": b'{"gated": true}', "w.bin": b"g" * 2000}, gated=True)
     hub.add_repo("acme/private", files={"config.json": b'{"private": true}'}, private=True)
+    hub.add_repo("acme/old-name", files={"config.json": b'{"renamed": true}', "w.safetensors": WEIGHTS})
+    hub.rename("acme/old-name", "acme/new-name")
+    hub.add_repo("acme/resume", files={"big.bin": RESUME})
     add_minilm(hub)
     return {"first": first, "second": second, "dev": dev}
 
@@ -161,13 +167,17 @@ def test_metadata_endpoints(hub: FakeHub, shas: dict[str, Any]) -> None:
         refs = api.list_repo_refs("acme/model")
         paths = api.get_paths_info("acme/model", ["config.json", "notes", "missing.txt"], revision="v1.0")
         data = api.dataset_info("acme/data")
+        st = api.parse_safetensors_file_metadata("acme/model", "weights.safetensors")  # Range via the CDN
+        renamed = api.model_info("acme/old-name")
         emit(sha=info.sha, license=info.card_data.license, tags=info.tags, lfs=lfs,
              library=info.library_name, gated=api.model_info("acme/gated").gated,
              branches=sorted((b.name, b.target_commit) for b in refs.branches),
              tags_=[(t.name, t.target_commit) for t in refs.tags],
              paths=[(type(p).__name__, p.path) for p in paths],
              files=sorted(api.list_repo_files("acme/model")), data_license=data.card_data.license,
-             data_sha=data.sha, exists=[api.file_exists("acme/model", "config.json"),
+             data_sha=data.sha, st=st.tensors["w"].shape,
+             renamed=renamed.id, renamed_file=open(api.hf_hub_download("acme/old-name", "config.json")).read(),
+             exists=[api.file_exists("acme/model", "config.json"),
                                         api.file_exists("acme/model", "nope.txt")])
         """,
         endpoint=hub.url,
@@ -189,6 +199,10 @@ def test_metadata_endpoints(hub: FakeHub, shas: dict[str, Any]) -> None:
     assert d["files"] == sorted([*MODEL_FILES, ".gitattributes", "README.md"])
     assert d["exists"] == [True, False]
     assert d["data_sha"] == hub.repo("acme/data", "dataset").branches["main"]
+    assert d["st"] == [75_000]
+    assert hub.count("GET", origin="cdn", file="weights.safetensors", status=206) >= 1
+    assert (d["renamed"], d["renamed_file"]) == ("acme/new-name", '{"renamed": true}')
+    assert hub.count(path_contains="/acme/old-name", status=307) >= 2
 
 
 def test_errors_map_to_the_clients_exceptions(hub: FakeHub) -> None:
@@ -229,13 +243,15 @@ def test_faults_cut_corrupt_and_5xx(hub: FakeHub) -> None:
     hub.add_fault("weights.safetensors", cut_after=10_000, origin="cdn")
     hub.add_fault("data/big.dat", corrupt=True, origin="cdn")
     hub.add_fault("notes/long.txt", status=503, methods=("HEAD", "GET"), times=1)
+    hub.add_fault("big.bin", cut_after=11 * 1024 * 1024, origin="cdn", times=1)
     result = run_client(
         """
         import hashlib
         from huggingface_hub import hf_hub_download as get
         emit(cut=attempt(get, "acme/model", "weights.safetensors"),
              corrupt=attempt(lambda: hashlib.sha256(open(get("acme/model", "data/big.dat"), "rb").read()).hexdigest()),
-             flaky=attempt(lambda: open(get("acme/model", "notes/long.txt"), "rb").read().decode()))
+             flaky=attempt(lambda: open(get("acme/model", "notes/long.txt"), "rb").read().decode()),
+             resumed=attempt(lambda: hashlib.sha256(open(get("acme/resume", "big.bin"), "rb").read()).hexdigest()))
         """,
         endpoint=hub.url,
         env={"HF_HUB_DOWNLOAD_TIMEOUT": "5"},
@@ -250,6 +266,13 @@ def test_faults_cut_corrupt_and_5xx(hub: FakeHub) -> None:
     assert d["flaky"] == {"ok": True, "value": LONG_TEXT.decode()}
     assert hub.count("HEAD", path_contains="/acme/model/resolve/main/notes/long.txt") == 2
     assert hub.count("HEAD", status=503) == 1
+    # A cut after 11 MiB: the client resumes from its last whole 10 MiB chunk with a Range request (hf.md §1.5).
+    assert d["resumed"] == {"ok": True, "value": sha256(RESUME)}
+    resumed = hub.requests("GET", origin="cdn", file="big.bin")
+    assert [(r.status, r.cut, r.headers.get("range")) for r in resumed] == [
+        (200, True, None),
+        (206, False, "bytes=10485760-"),
+    ]
 
 
 def test_transformers_loads_minilm_from_the_fake(hub: FakeHub) -> None:
