@@ -236,14 +236,16 @@ class _Parser:
             raise _Stop(_f(Severity.HIGH, "malformed", f"arrays nested deeper than {MAX_ARRAY_DEPTH}", key))
         element_type = reader.u32(f"array type of {key!r}")
         count = reader.count(f"array length of {key!r}")
+        # the smallest element is 1 byte (a string takes at least its length field): a larger count is a lie
+        minimum = _FIXED.get(element_type, 8 if reader.wide else 4)
+        if count * minimum > reader.remaining():
+            raise _Stop(_f(Severity.HIGH, "truncated", f"array {key!r} claims {count} elements", key))
         self.elements += count
         if self.elements > MAX_ELEMENTS:
             raise _Stop(_f(Severity.MEDIUM, "limit", f"more than {MAX_ELEMENTS} array elements", key))
         if element_type in _FIXED:
             reader.skip(count * _FIXED[element_type], f"array {key!r}")
         elif element_type == _STRING:
-            if count * (8 if reader.wide else 4) > reader.remaining():
-                raise _Stop(_f(Severity.HIGH, "truncated", f"array {key!r} claims {count} strings", key))
             for _ in range(count):
                 reader.skip(reader.count(f"string length in {key!r}"), f"string in {key!r}")
         elif element_type == _ARRAY:

@@ -7,7 +7,8 @@ so every one is a finding (`code.python`, medium: policy quarantines custom code
 - high `code.dangerous-import`: process, socket, network, FFI modules (subprocess, socket, ctypes, requests...)
 - high `code.dangerous-call`: os.system/popen/exec*/spawn*, subprocess.*, socket.*, urllib.request.*,
   requests.*, ctypes.*, pickle/dill/marshal loads, shutil.rmtree, runpy, webbrowser
-- high `code.dynamic-exec`: exec/eval/compile/__import__ (also `builtins.exec`, `getattr(builtins, 'exec')`)
+- high `code.dynamic-exec`: exec/eval/compile (also `builtins.exec`, `getattr(builtins, 'exec')`), and
+  `__import__`/`importlib.import_module` of a name computed at run time (a constant name is an import)
 - high `code.introspection`: `__subclasses__`, `__globals__`, `__builtins__`, `__code__` walks
 - critical `code.obfuscated-exec`: exec/eval/compile of decoded data (base64, zlib, marshal, hex, codecs)
 - medium `code.syntax` / `code.too-large`: the source cannot be analysed
@@ -50,7 +51,7 @@ _DANGEROUS_CALLS = _words(
     "dill.load cloudpickle.loads marshal.loads marshal.load shelve.open"
 )
 _DANGEROUS_CALL_PREFIXES = ("os.exec", "os.spawn", "posix.exec", "posix.spawn")
-EXEC_FUNCTIONS = frozenset({"exec", "eval", "compile", "__import__", "execfile"})
+EXEC_FUNCTIONS = frozenset({"exec", "eval", "compile", "execfile"})
 _DECODERS = _words(
     "b64decode b32decode b16decode a85decode b85decode decodebytes decodestring urlsafe_b64decode "
     "decompress unhexlify a2b_base64 a2b_hex fromhex loads decode rot13 reverse join"
@@ -163,7 +164,9 @@ class _Analyser:
             qualified = f"{module}.{alias.name}"
             self.aliases[alias.asname or alias.name] = qualified
             self._check_module(node, qualified)
-            if _is_dangerous_call(qualified) or (alias.name in EXEC_FUNCTIONS and module == "builtins"):
+            if _is_dangerous_call(qualified) or (
+                alias.name in {*EXEC_FUNCTIONS, "__import__"} and module == "builtins"
+            ):
                 self._add(node, Severity.HIGH, "dangerous-import", f"imports {qualified}")
 
     def _check_module(self, node: ast.AST, module: str) -> None:
@@ -175,10 +178,19 @@ class _Analyser:
         if name is None:
             return
         short = name.removeprefix("builtins.").removeprefix("__builtins__.")
-        if short in EXEC_FUNCTIONS:
+        if short in ("__import__", "importlib.import_module"):
+            self._dynamic_import(node, short)
+        elif short in EXEC_FUNCTIONS:
             self._exec_call(node, short)
         elif _is_dangerous_call(name):
             self._add(node, Severity.HIGH, "dangerous-call", f"calls {name}")
+
+    def _dynamic_import(self, node: ast.Call, name: str) -> None:
+        first = node.args[0] if node.args else None
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            self._check_module(node, first.value)  # `__import__('logging')` is just `import logging`
+        else:
+            self._add(node, Severity.HIGH, "dynamic-exec", f"{name}() imports a module chosen at run time")
 
     def _exec_call(self, node: ast.Call, name: str) -> None:
         decoded = [
@@ -187,7 +199,7 @@ class _Analyser:
             for inner in ast.walk(arg)
             if isinstance(inner, ast.Call) and self._decoder_name(inner.func)
         ]
-        if decoded and name != "__import__":
+        if decoded:
             what = self._decoder_name(decoded[0].func)
             self._add(node, Severity.CRITICAL, "obfuscated-exec", f"{name}() runs decoded data ({what})")
             return

@@ -149,9 +149,7 @@ class _Walker:
         found = list(self.findings.values())
         if len(found) > MAX_FINDINGS:
             found = found[:MAX_FINDINGS]
-            found.append(
-                _finding(Severity.HIGH, "template.many-findings", "more findings were left out", self.where)
-            )
+            found.append(_finding(Severity.HIGH, "template.many-findings", "more findings were left out", self.where))
         return found
 
     def _add(self, severity: Severity, rule: str, message: str, node: jn.Node) -> None:
