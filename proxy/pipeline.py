@@ -37,6 +37,7 @@ from proxy.scan.pool import ScanPool
 from proxy.store import BlobStore
 from proxy.upstreams.base import ContentSource
 from proxy.verdicts import VerdictStore
+from proxy.waivers import Waiver, find_waiver
 
 log = logging.getLogger("hubgate.pipeline")
 
@@ -147,8 +148,10 @@ class Pipeline:
         verdict = await self.store.get_verdict(ref.artifact_id)
         if verdict is not None:
             verdict = await self._current(verdict, ref, repo)
-            if verdict is not None and (not servable(verdict) or self.blobs.blob_path(verdict.sha256)):
-                return verdict
+            if verdict is not None:
+                waiver = await self.waiver_for(verdict)
+                if not (servable(verdict) or waiver) or self.blobs.blob_path(verdict.sha256):
+                    return await self._under_waiver(verdict, waiver)
         if source is None:
             from proxy.hfmeta import offline_refusal
 
@@ -207,7 +210,7 @@ class Pipeline:
             if self.blobs.quarantine_path(updated.sha256) is None:
                 return None
             await self.blobs.promote(updated.sha256)
-        await self._record(updated, event="redecide", actor="policy")
+        await self._record(updated, event="redecide", actor="policy", previous=verdict)
         return updated
 
     def _verdict_from(
@@ -246,15 +249,45 @@ class Pipeline:
             updated_at=now,
         )
 
-    async def _record(self, verdict: Verdict, *, event: str, actor: str) -> None:
+    async def _record(self, verdict: Verdict, *, event: str, actor: str, previous: Verdict | None = None) -> None:
         await self.store.put_verdict(verdict, event=event, actor=actor)
         self.metrics.verdicts.labels(verdict.status.value, verdict.decided_by.split(":")[0]).inc()
-        if self.on_decision is not None and verdict.status in (
-            VerdictStatus.QUARANTINED,
-            VerdictStatus.BLOCKED,
+        # only a *new* quarantine or block is announced: a re-decision that keeps the status is not news
+        is_new = previous is None or previous.status is not verdict.status
+        if (
+            self.on_decision is not None
+            and is_new
+            and verdict.status in (VerdictStatus.QUARANTINED, VerdictStatus.BLOCKED)
         ):
             with contextlib.suppress(Exception):
                 await self.on_decision(verdict)
+
+    # ---- waivers ---------------------------------------------------------------------------------
+
+    async def waiver_for(self, verdict: Verdict) -> Waiver | None:
+        """The active waiver that lets a refused verdict be served; read on every request, so revoking or
+        expiring a waiver takes effect at once. Never for a servable verdict or an admin's reject."""
+        if servable(verdict):
+            return None
+        return find_waiver(await self.store.list_waivers(), verdict, time.time())
+
+    async def _under_waiver(self, verdict: Verdict, waiver: Waiver | None) -> Verdict:
+        """What is served: the stored verdict, or (waived) a copy marked approved by the waiver. The copy is
+        never stored; the first time a waiver lets an artifact through, the audit stream says so."""
+        if waiver is None:
+            return verdict
+        if await self.store.mark_waiver_applied(waiver.id, verdict.artifact_id):
+            await self.store.append_audit(
+                "served-under-waiver",
+                f"waiver:{waiver.id}",
+                artifact_id=verdict.artifact_id,
+                ref=verdict.ref.human,
+                sha256=verdict.sha256,
+                status=verdict.status.value,
+                waiver=waiver.id,
+                detail=f"served under waiver {waiver.id} ({waiver.target}) by {waiver.created_by}: {waiver.reason}",
+            )
+        return verdict.model_copy(update={"status": VerdictStatus.APPROVED, "decided_by": f"waiver:{waiver.id}"})
 
     # ---- the work, once --------------------------------------------------------------------------
 
@@ -266,8 +299,10 @@ class Pipeline:
                 break
             # another replica is vetting it: wait for its verdict (its lock expires if it dies)
             done = await self.store.wait_verdict(ref.artifact_id, timeout=5.0)
-            if done is not None and (not servable(done) or self.blobs.blob_path(done.sha256)):
-                return done
+            if done is not None:
+                waiver = await self.waiver_for(done)
+                if not (servable(done) or waiver) or self.blobs.blob_path(done.sha256):
+                    return await self._under_waiver(done, waiver)
         renew = asyncio.create_task(self._renew(lock, token))
         self.metrics.vetting.inc()
         try:
@@ -290,30 +325,50 @@ class Pipeline:
         previous = await self.store.get_verdict(ref.artifact_id)
         if previous is not None:
             current = await self._current(previous, ref, repo)
-            if current is not None and (not servable(current) or self.blobs.blob_path(current.sha256)):
-                return current
+            if current is not None:
+                waiver = await self.waiver_for(current)
+                if not (servable(current) or waiver) or self.blobs.blob_path(current.sha256):
+                    return await self._under_waiver(current, waiver)
         policy = self.policy.current
         if previous is None or previous.admin_status is None:
             early = decide(None, ref, repo, policy)
             if early.action is Action.BLOCK and early.mode != "audit":
-                # refused on repo facts alone (license, publisher): no need to download gigabytes
+                # refused on repo facts alone (license, publisher): no need to download gigabytes, unless a
+                # waiver covers it: then the bytes are fetched, verified and scanned like any others
                 verdict = self._verdict_from(ref, meta.sha256 or "", meta.size, None, early, previous=previous)
-                await self._record(verdict, event="decision", actor="policy")
-                return verdict
+                if await self.waiver_for(verdict) is None:
+                    await self._record(verdict, event="decision", actor="policy", previous=previous)
+                    return verdict
         if meta.size > self.max_file_size:
             raise Blocked(
                 f"hubgate: {ref.human} is {meta.size} bytes, above the limit of {self.max_file_size} "
                 f"(HUBGATE_MAX_FILE_SIZE); ask an admin to raise it",
                 artifact_id=ref.artifact_id,
             )
+        started = time.monotonic()
         sha256, size = await self._fetch(ref, meta, source)
+        fetched = time.monotonic()
         report = await self._scan(ref, sha256)
+        scanned = time.monotonic()
         decision = decide(report, ref, repo, policy)
         verdict = self._verdict_from(ref, sha256, size, report, decision, previous=previous)
-        if servable(verdict):
+        waiver = await self.waiver_for(verdict)
+        if servable(verdict) or waiver:
             await self.blobs.promote(sha256)
-        await self._record(verdict, event="decision", actor="policy")
-        return verdict
+        await self._record(verdict, event="decision", actor="policy", previous=previous)
+        log.info(
+            "vetted",
+            extra={
+                "artifact": ref.artifact_id,
+                "ref": ref.human,
+                "status": verdict.status.value,
+                "bytes": size,
+                "fetch_s": round(fetched - started, 3),
+                "scan_s": round(scanned - fetched, 3),
+                "record_s": round(time.monotonic() - scanned, 3),
+            },
+        )
+        return await self._under_waiver(verdict, waiver)
 
     async def _fetch(self, ref: ArtifactRef, meta: FileMeta, source: ContentSource) -> tuple[str, int]:
         """Bytes into quarantine/, verified; returns (sha256, size). Content already held is not fetched again."""
@@ -322,7 +377,9 @@ class Pipeline:
         what = ref.human
         started = last = time.monotonic()
         key = f"progress:{ref.artifact_id}"
-        async with self.blobs.open_tmp(expected_size=meta.size if meta.size >= 0 else None) as writer:
+        expected = meta.size if meta.size >= 0 else None
+        # the git blob id is needed only for files the upstream identifies by it (small, non-LFS files)
+        async with self.blobs.open_tmp(expected_size=expected, git_size_header=meta.git_oid is not None) as writer:
             async with source.open() as chunks:
                 async for chunk in chunks:
                     await writer.write(chunk)

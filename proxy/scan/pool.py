@@ -132,6 +132,18 @@ class ScanPool:
         self._active: dict[int, object] = {}
         self._closed = False
 
+    async def warm_up(self) -> None:
+        """Start the fork server now (its preload imports take ~1 s) so the first scan does not pay for it."""
+
+        def start() -> None:
+            ctx = _context()
+            if ctx.get_start_method() == "forkserver":
+                from multiprocessing import forkserver
+
+                forkserver.ensure_running()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, start)
+
     @property
     def active_pids(self) -> list[int]:
         """Worker processes scanning right now (for metrics and operators)."""

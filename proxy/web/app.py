@@ -82,6 +82,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         max_file_size=settings.max_file_size,
         offline=settings.offline,
     )
+    await scans.warm_up()
     app[PIPELINE] = pipeline
     app[META] = HfMetadata(app[UPSTREAM], app[STORE], revision_ttl=settings.revision_ttl, offline=settings.offline)
     try:
