@@ -78,7 +78,8 @@ class BundleWriter:
 
     def __init__(self, out: IO[bytes], manifest: bytes, signature: bytes, progress: Progress | None = None) -> None:
         # Not a `with`: the writer outlives this call and closes (or aborts) the stream itself.
-        self._tar = tarfile.open(  # noqa: SIM115
+        # (typeshed lacks `copybufsize`, a documented TarFile argument.)
+        self._tar = tarfile.open(  # type: ignore[call-overload]  # noqa: SIM115
             fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=CHUNK
         )
         self._progress = progress or _noop
@@ -107,7 +108,7 @@ class BundleWriter:
         with path.open("rb") as fh:
             reader = _HashingReader(fh, self._progress)
             try:
-                self._tar.addfile(self._info(member.name, member.size), reader)  # type: ignore[arg-type]
+                self._tar.addfile(self._info(member.name, member.size), reader)
             except OSError as exc:  # tarfile: "unexpected end of data" when the file is short
                 raise ExportIntegrityError(f"{path}: shorter than the recorded {member.size} bytes") from exc
             if fh.read(1):
@@ -122,7 +123,7 @@ class BundleWriter:
         """Give up without writing the end-of-archive marker (the caller deletes the partial file)."""
         # tarfile would otherwise flush its buffer on garbage collection, into a file we already closed.
         self._tar.closed = True
-        self._tar.fileobj.closed = True  # type: ignore[attr-defined]
+        self._tar.fileobj.closed = True
 
     def __enter__(self) -> BundleWriter:
         return self

@@ -91,8 +91,8 @@ class Snapshot(_Frozen):
 
 
 class Manifest(_Frozen):
-    format: Literal["hubgate-bundle"] = FORMAT
-    version: Literal[1] = VERSION
+    format: Literal["hubgate-bundle"] = "hubgate-bundle"
+    version: Literal[1] = 1
     created_at: float = Field(default_factory=time.time)
     created_by: str = ""  # exporting host / operator, informational
     hubgate_version: str = ""
