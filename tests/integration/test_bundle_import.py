@@ -18,7 +18,7 @@ from proxy.bundle import signing
 from proxy.bundle.archive import BundleRefused
 from proxy.bundle.export import ExportError, Selection, parse_repo_spec, plan_export, write_bundle
 from proxy.bundle.importer import import_bundle
-from proxy.models import VerdictStatus
+from proxy.models import ArtifactRef, Verdict, VerdictStatus
 from proxy.policy import default_policy
 from tests.integration.bundle_seed import Side, ThreadScanner, make_side, seed, weights
 
@@ -214,3 +214,59 @@ async def test_only_approved_content_is_exported(sides, tmp_path: Path) -> None:
     with pytest.raises(Exception, match="sha256 differs"):
         await _export(outside, tmp_path, key, "org/rot")
     assert list(tmp_path.glob("bundle.tar*")) == []
+
+
+async def test_torch_weights_travel_by_name(sides, tmp_path: Path) -> None:
+    """`--torch NAME`: a vetted download.pytorch.org weight exports and imports like a repo file."""
+    outside, inside = sides
+    key = signing.generate()
+    data = weights()
+    sha = hashlib.sha256(data).hexdigest()
+    async with outside.blobs.open_tmp(expected_size=len(data)) as writer:
+        await writer.write(data)
+        await outside.blobs.quarantine(writer)
+    await outside.blobs.promote(sha)
+    ref = ArtifactRef(source="torch", repo_id="download.pytorch.org", commit="-", path="models/tiny-0123abcd.pth")
+    verdict = Verdict(
+        artifact_id=ref.artifact_id,
+        status=VerdictStatus.APPROVED,
+        sha256=sha,
+        size=len(data),
+        source="torch",
+        repo_id=ref.repo_id,
+        commit="-",
+        path=ref.path,
+        policy_hash="outside",
+        decided_by="admin:bob",
+        admin_status=VerdictStatus.APPROVED,
+        admin_by="bob",
+    )
+    await outside.store.put_verdict(verdict, event="decision", actor="admin:bob")
+    with pytest.raises(ExportError, match="never vetted"):
+        await plan_export(
+            outside.store, Selection(torch=["nope-00000000.pth"]), blob_path=outside.blobs.blob_path, key_id="k"
+        )
+    plan = await plan_export(
+        outside.store,
+        Selection(torch=["https://download.pytorch.org/models/tiny-0123abcd.pth"]),
+        blob_path=outside.blobs.blob_path,
+        key_id="k",
+    )
+    [snap] = plan.manifest.snapshots
+    assert (snap.source, snap.commit, snap.files[0].decided_by) == ("torch", "-", "admin:bob")
+    out = tmp_path / "torch.tar"
+    await asyncio.to_thread(write_bundle, plan, key, out)
+    with out.open("rb") as fh:
+        result = await import_bundle(
+            fh,
+            trusted=key.public_key(),
+            store=inside.store,
+            blobs=inside.blobs,
+            policy=default_policy(),
+            scanner=ThreadScanner(),
+        )
+    [f] = result.files
+    inside_verdict = await inside.store.get_verdict(ref.artifact_id)
+    assert inside_verdict is not None and inside_verdict.source == "torch" and f.artifact_id == ref.artifact_id
+    # the inside policy decided on the inside scan (the outside admin is not trusted without the flag)
+    assert inside_verdict.decided_by == "policy" and inside_verdict.scan_verdict is not None
