@@ -1,4 +1,4 @@
-"""Admin decisions (approve, reject, revoke) and artifact look-up; shared by the REST API, console and CLI.
+"""Admin decisions (approve, reject, revoke, waivers) and artifact look-up; shared by the REST API, console and CLI.
 
 The human decision is stored beside the automated one (`admin_status` next to `policy_status`), never over it,
 so revoking an admin decision returns the artifact to what policy says.
@@ -13,11 +13,10 @@ from proxy.errors import BadRequest, HubgateError
 from proxy.models import Verdict, VerdictStatus
 from proxy.store import BlobStore
 from proxy.verdicts import VerdictStore
+from proxy.waivers import Waiver, WaiverError, WaiverScope, new_waiver, parse_target
 
 ARTIFACT_ID_RE = re.compile(r"^[0-9a-f]{12}$")
-HUMAN_REF_RE = re.compile(
-    r"^(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@:]+)@(?P<rev>[0-9a-f]{4,40}):(?P<path>.+)$"
-)
+HUMAN_REF_RE = re.compile(r"^(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@:]+)@(?P<rev>[0-9a-f]{4,40}):(?P<path>.+)$")
 
 
 class NotFound(HubgateError):
@@ -110,3 +109,61 @@ async def revoke(store: VerdictStore, id_or_ref: str, *, by: str, reason: str) -
     )
     await store.put_verdict(updated, event="revoke", actor=f"admin:{by}", detail={"reason": reason})
     return updated
+
+
+# ---- waivers ---------------------------------------------------------------------------------------
+
+
+async def create_waiver(
+    store: VerdictStore,
+    target: str,
+    *,
+    by: str,
+    reason: str,
+    expires: str | None = None,
+    repo_type: str | None = None,
+    scope: str | None = None,
+) -> Waiver:
+    """Waive a target (see `proxy.waivers.parse_target`). An artifact waiver needs a known artifact; an
+    artifact an admin rejected cannot be waived (revoke the rejection first)."""
+    try:
+        fields = parse_target(target, repo_type)
+    except WaiverError as exc:
+        raise BadRequest(str(exc)) from exc
+    if scope and scope != fields["scope"]:
+        raise BadRequest(f"hubgate: {target!r} names a {fields['scope']} waiver, not a {scope} one")
+    label = ""
+    if fields["scope"] == WaiverScope.ARTIFACT.value:
+        verdict = await find_artifact(store, fields.pop("ref", None) or fields["artifact_id"])
+        if verdict.admin_status is VerdictStatus.REJECTED:
+            raise BadRequest(
+                f"hubgate: artifact {verdict.artifact_id} was rejected by {verdict.admin_by}; "
+                "a waiver does not override a rejection (revoke it first: hubgate revoke ID --reason ...)"
+            )
+        fields["artifact_id"], label = verdict.artifact_id, verdict.ref.human
+    try:
+        waiver = new_waiver(**fields, reason=reason, created_by=by, now=time.time(), expires=expires, label=label)
+    except WaiverError as exc:
+        raise BadRequest(str(exc)) from exc
+    await store.put_waiver(waiver, event="waive", actor=f"admin:{by}")
+    return waiver
+
+
+async def revoke_waiver(store: VerdictStore, waiver_id: str, *, by: str, reason: str) -> Waiver:
+    """Withdraw a waiver; artifacts it let through are refused again from the next request on."""
+    reason = _require_reason(reason)
+    waiver = await store.get_waiver(waiver_id)
+    if waiver is None:
+        raise NotFound(f"hubgate: no waiver {waiver_id}")
+    if waiver.revoked_at is not None:
+        raise BadRequest(f"hubgate: waiver {waiver_id} was already revoked by {waiver.revoked_by}")
+    updated = waiver.model_copy(update={"revoked_at": time.time(), "revoked_by": by, "revoke_reason": reason})
+    await store.put_waiver(updated, event="unwaive", actor=f"admin:{by}")
+    return updated
+
+
+def waiver_json(waiver: Waiver, now: float | None = None) -> dict[str, object]:
+    return waiver.model_dump(mode="json") | {
+        "state": waiver.state(time.time() if now is None else now),
+        "target": waiver.target,
+    }

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 60.0
     webhooks: list[str] = Field(default_factory=list)
+    policy_watch_seconds: float = 5.0  # how often the policy file's mtime is checked (0: never; SIGHUP still works)
+    vet_concurrency: int = 4  # files vetted at once by one prefetch job
     log_json: bool = True
 
     @classmethod

@@ -31,6 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.errors import Unavailable
 from proxy.models import FileMeta, RepoType, ScanReport, Verdict, VerdictStatus
+from proxy.waivers import Waiver
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,19 @@ class Keys:
     def progress(self, key: str) -> str:
         """STRING JSON progress note for 429 messages. TTL (default 1 h)."""
         return f"{self.prefix}progress:{key}"
+
+    @property
+    def waivers(self) -> str:
+        """HASH waiver id -> Waiver JSON, revoked and expired ones included (history). No TTL."""
+        return f"{self.prefix}waivers"
+
+    def waiver_applied(self, waiver_id: str) -> str:
+        """SET of artifact ids already served under this waiver (audited once each). No TTL."""
+        return f"{self.prefix}waiver-applied:{waiver_id}"
+
+    def vet_job(self, job_id: str) -> str:
+        """STRING JSON state of a prefetch (`hubgate vet`) job, readable by any replica. TTL (default 7 d)."""
+        return f"{self.prefix}vetjob:{job_id}"
 
 
 # Compare-token scripts: only the holder may renew or release (a plain DEL could free someone else's lock
@@ -504,8 +518,67 @@ class VerdictStore:
             return None  # only a progress note: unreadable means unknown
         return value if isinstance(value, dict) else None
 
+    # -- waivers and prefetch jobs -------------------------------------------------------------------
 
-M = TypeVar("M", FileMeta, ScanReport, Verdict)
+    @_mapped
+    async def put_waiver(self, waiver: Waiver, *, event: str, actor: str) -> None:
+        """Store (create or update) a waiver and audit it, atomically."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.waivers, waiver.id, waiver.model_dump_json())
+            pipe.xadd(
+                self.keys.audit,
+                {
+                    "ts": repr(time.time()),
+                    "event": event,
+                    "actor": actor,
+                    "waiver": waiver.id,
+                    "scope": waiver.scope.value,
+                    "ref": waiver.target,
+                    "artifact_id": waiver.artifact_id,
+                    "sha256": waiver.sha256,
+                    "detail": json.dumps(
+                        {"reason": waiver.revoke_reason or waiver.reason, "expires_at": waiver.expires_at}
+                    ),
+                },
+            )
+            await pipe.execute()
+
+    @_mapped
+    async def get_waiver(self, waiver_id: str) -> Waiver | None:
+        raw = await self._redis.hget(self.keys.waivers, waiver_id)
+        return None if raw is None else _parse(Waiver, raw, f"{self.keys.waivers}[{waiver_id}]")
+
+    @_mapped
+    async def list_waivers(self) -> list[Waiver]:
+        """Every waiver ever made (check `active(now)`), newest first."""
+        raw: dict[str, str] = await self._redis.hgetall(self.keys.waivers)
+        found = [_parse(Waiver, value, f"{self.keys.waivers}[{wid}]") for wid, value in raw.items()]
+        found.sort(key=lambda w: (w.created_at, w.id), reverse=True)
+        return found
+
+    @_mapped
+    async def mark_waiver_applied(self, waiver_id: str, artifact_id: str) -> bool:
+        """True the first time this artifact is served under this waiver (so it is audited once)."""
+        return bool(await self._redis.sadd(self.keys.waiver_applied(waiver_id), artifact_id))
+
+    @_mapped
+    async def put_vet_job(self, job_id: str, state: dict[str, Any], ttl: int = 7 * 86400) -> None:
+        await self._redis.set(self.keys.vet_job(job_id), json.dumps(state, default=str), ex=ttl)
+
+    @_mapped
+    async def get_vet_job(self, job_id: str) -> dict[str, Any] | None:
+        key = self.keys.vet_job(job_id)
+        raw = await self._redis.get(key)
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise _corrupt("vet job", key, exc) from exc
+        return value if isinstance(value, dict) else None
+
+
+M = TypeVar("M", FileMeta, ScanReport, Verdict, Waiver)
 
 
 def _parse(model: type[M], raw: str, key: str) -> M:
