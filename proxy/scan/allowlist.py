@@ -132,6 +132,7 @@ ALLOWED: frozenset[tuple[str, str]] = frozenset(
         ("torch._tensor", "_rebuild_from_type_v2"),
         ("torch.nn.parameter", "Parameter"),
         ("torch.serialization", "_get_layout"),
+        ("torch.fx._symbolic_trace", "Tracer"),  # the default tracer a GraphModule re-traces with
         ("torch.storage", "UntypedStorage"),
         ("torch.storage", "TypedStorage"),
         ("torch.storage", "_TypedStorage"),
@@ -154,6 +155,7 @@ ALLOWED: frozenset[tuple[str, str]] = frozenset(
         for k in ["Float16", "Float32", "Float64", "Int8", "Int16", "Int32", "Int64", "Bool"]
     }
     | {(m, n) for m in ("builtins", "__builtin__") for n in _SAFE_BUILTINS}
+    | {("__builtin__", "xrange")}  # range() in protocol 0-2 pickles
 )
 
 # Allowed only as the callable of one benign call shape, checked by the walker: numpy protocol-2 pickles
