@@ -31,8 +31,8 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from proxy.redis_embedded import EmbeddedRedis  # noqa: E402
-from tests.fakes.hf_hub import FakeHubThread  # noqa: E402
+from proxy.redis_embedded import EmbeddedRedis
+from tests.fakes.hf_hub import FakeHubThread
 
 APACHE_CARD = "---\nlicense: apache-2.0\n---\n"
 
