@@ -214,6 +214,8 @@ def test_hub_repo_is_held_then_loads_through_the_shim(
     assert "HTTP Error 403: hubgate quarantined" in first["error"] and aid in first["error"], first
     assert first["sd_keys"] == ["bias", "weight"]  # weights via the original URL went through hubgate
     assert fake_torch.count(f"GET /models/{name}") == 1
+    with pytest.raises(urllib.error.HTTPError, match="401"):
+        urllib.request.urlopen(f"{gate.url}/torch/api/hub/acme/tinyhub/{commit}")
     report = _admin_json(gate, f"/torch/api/hub/acme/tinyhub/{commit}")
     assert report["report"]["has_hubconf"] and report["report"]["entrypoints"] == ["tiny"]
     approved = gate.cli("approve", aid, "--reason", "reviewed hubconf.py")
@@ -273,3 +275,8 @@ def test_mirror_works_offline_and_verify_catches_a_swap(
     assert verify.returncode == 1
     problems = json.loads(verify.stdout)["problems"]
     assert [(p["kind"], p["path"]) for p in problems] == [("modified", f"hub/checkpoints/{name}")]
+    (mirror / "hub" / "checkpoints" / name).write_bytes(body)
+    assert gate.cli("revoke", aid, "--reason", "second thoughts").returncode == 0
+    revoked = gate.cli("torch-mirror", str(mirror), "--verify")
+    assert revoked.returncode == 1
+    assert "not-approved     hub/acme_tinyhub_v1: artifact" in revoked.stdout and "quarantined" in revoked.stdout
