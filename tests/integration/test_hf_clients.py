@@ -19,7 +19,7 @@ import pytest
 from safetensors.numpy import save
 
 from tests.clients import ClientResult, run_client
-from tests.fakes.hf_hub import FakeHub
+from tests.fakes.hf_hub import VALID_TOKEN, FakeHub
 from tests.fakes.minilm import MINILM_REPO, add_minilm, minilm_dir
 
 pytestmark = pytest.mark.slow
@@ -253,4 +253,40 @@ def test_unlicensed_repo_is_quarantined_then_approved_via_the_cli(make_hubgate: 
     second = checked(run_client(snippet, endpoint=gate.url))["got"]
     assert second == {"ok": True, "value": config.decode()}
     assert fake_hub.count("GET", file="config.json", path_contains="resolve-cache") == 1  # fetched once
+    assert_client_only_talked_to_hubgate(fake_hub)
+
+
+def test_upstream_errors_gated_and_renamed_repos_through_hubgate(make_hubgate: Any, fake_hub: FakeHub) -> None:
+    weights = safetensors_bytes(20)
+    gated_files = {"config.json": b'{"g": 1}', "model.safetensors": weights}
+    fake_hub.add_repo("acme/gated", files=gated_files, card=APACHE, gated=True)
+    fake_hub.add_repo("acme/plain", files={"config.json": b"{}"}, card=APACHE)
+    fake_hub.add_repo("acme/old-name", files={"config.json": b'{"moved": true}'}, card=APACHE)
+    fake_hub.rename("acme/old-name", "acme/new-name")
+    with_token = make_hubgate(hf_upstream=fake_hub.url, hf_token=VALID_TOKEN)
+    without_token = make_hubgate(hf_upstream=fake_hub.url)
+    snippet = """
+        import hashlib
+        from huggingface_hub import hf_hub_download as get, model_info
+        read = lambda *a, **k: open(get(*a, **k), "rb").read()
+        emit(no_repo=attempt(get, "acme/nothing", "config.json"),
+             no_file=attempt(get, "acme/plain", "nothing.json"),
+             no_rev=attempt(get, "acme/plain", "config.json", revision="nothing"),
+             gated=attempt(lambda: hashlib.sha256(read("acme/gated", "model.safetensors")).hexdigest()),
+             renamed=attempt(lambda: read("acme/old-name", "config.json").decode()),
+             renamed_id=attempt(lambda: model_info("acme/old-name").id))
+        """
+    d = checked(run_client(snippet, endpoint=with_token.url))
+    assert d["no_repo"]["type"] == "RepositoryNotFoundError", d["no_repo"]
+    assert "EntryNotFoundError" in d["no_file"]["types"], d["no_file"]
+    assert d["no_rev"]["type"] == "RevisionNotFoundError", d["no_rev"]
+    # hubgate's own token opens the gated repo upstream; the user sent none, and the CDN (which answers
+    # 400 to any Authorization header) was reached without it.
+    assert d["gated"] == {"ok": True, "value": sha256(weights)}
+    assert not any(r.authorized for r in fake_hub.requests(origin="cdn"))
+    assert d["renamed"] == {"ok": True, "value": '{"moved": true}'}
+    assert d["renamed_id"] == {"ok": True, "value": "acme/new-name"}
+
+    refused = checked(run_client(snippet, endpoint=without_token.url))["gated"]
+    assert refused["type"] == "GatedRepoError", refused
     assert_client_only_talked_to_hubgate(fake_hub)
