@@ -9,7 +9,6 @@ Member names that escape the extraction root (`..`, absolute paths, drive letter
 from __future__ import annotations
 
 import bz2
-import gzip
 import lzma
 import stat
 import tarfile
@@ -68,30 +67,40 @@ def _copy_limited(src: BinaryIO, dst: Path, state: ScanState, compressed_size: i
 
 
 class _StreamReader:
-    """File-like view of a compressed stream through an incremental decompressor (bounded output chunks)."""
+    """File-like view of a compressed stream through an incremental decompressor (bounded output chunks).
 
-    def __init__(self, raw: BinaryIO, dec: _Decompressor) -> None:
+    Output already inflated is returned before a corruption error surfaces (a loader would have read it
+    too). Concatenated members (gzip, xz, bz2) are followed; zlib stops at its end marker.
+    """
+
+    def __init__(self, raw: BinaryIO, fmt: FileFormat) -> None:
         self.raw = raw
-        self.dec = dec
-        self.consumed = 0
-        self._pending = b""
+        self.fmt = fmt
+        self.dec = _stream_decompressor(fmt)
+        self._pending = b""  # zlib input not yet expanded (max_length reached)
+        self._feed = b""  # input left over after one member ended
 
     def read(self, n: int) -> bytes:
-        dec = self.dec
         while True:
-            if self._pending:  # zlib keeps input it could not expand within max_length
+            dec = self.dec
+            if self._pending:
                 out = dec.decompress(self._pending, n)
                 self._pending = getattr(dec, "unconsumed_tail", b"")
                 if out:
                     return out
                 continue
             if getattr(dec, "eof", False):
-                return b""
+                rest = getattr(dec, "unused_data", b"")
+                if not rest or self.fmt is FileFormat.ZLIB:
+                    return b""
+                self.dec = _stream_decompressor(self.fmt)  # next concatenated member
+                self._feed = rest
+                continue
             if getattr(dec, "needs_input", True) is False:  # lzma/bz2 hold expanded output back
                 out = dec.decompress(b"", n)
                 if out:
                     return out
-            data = self.raw.read(CHUNK)
+            data, self._feed = (self._feed, b"") if self._feed else (self.raw.read(CHUNK), b"")
             if not data:
                 tail = dec.flush() if hasattr(dec, "flush") else b""
                 if tail:
@@ -99,7 +108,6 @@ class _StreamReader:
                 if not getattr(dec, "eof", True):
                     raise EOFError("compressed stream ends before its end marker")
                 return b""
-            self.consumed += len(data)
             out = dec.decompress(data, n)
             self._pending = getattr(dec, "unconsumed_tail", b"")
             if out:
@@ -107,6 +115,8 @@ class _StreamReader:
 
 
 def _stream_decompressor(fmt: FileFormat) -> _Decompressor:
+    if fmt is FileFormat.GZIP:
+        return zlib.decompressobj(wbits=31)
     if fmt is FileFormat.ZLIB:
         return zlib.decompressobj()
     if fmt is FileFormat.XZ:
@@ -129,12 +139,8 @@ def scan_stream(
     compressed = path.stat().st_size
     try:
         with path.open("rb") as raw:
-            if fmt is FileFormat.GZIP:
-                with gzip.GzipFile(fileobj=raw) as gz:
-                    _copy_limited(gz, dst, state, compressed, f"{fmt.value} stream")  # type: ignore[arg-type]
-            else:
-                reader = _StreamReader(raw, _stream_decompressor(fmt))
-                _copy_limited(reader, dst, state, compressed, f"{fmt.value} stream")  # type: ignore[arg-type]
+            reader = _StreamReader(raw, fmt)
+            _copy_limited(reader, dst, state, compressed, f"{fmt.value} stream")  # type: ignore[arg-type]
     except Bomb as exc:
         state.add(Severity.HIGH, "archive.bomb", str(exc), location)
         dst.unlink(missing_ok=True)
