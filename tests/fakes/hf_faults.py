@@ -88,10 +88,10 @@ async def send_body(
     if fault is not None and fault.corrupt and corrupt:
         body = corrupted(body)
     if request.method == "HEAD":
-        resp = web.Response(status=status, headers=headers)
+        head = web.Response(status=status, headers=headers)
         if not chunked:
-            resp.headers["Content-Length"] = str(len(body))
-        return resp
+            head.headers["Content-Length"] = str(len(body))
+        return head
     resp = web.StreamResponse(status=status, headers=headers)
     if chunked:
         resp.enable_chunked_encoding()

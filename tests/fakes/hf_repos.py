@@ -198,7 +198,7 @@ class Repo:
         return None
 
     def directories(self, sha: str) -> list[str]:
-        dirs = set()
+        dirs: set[str] = set()
         for path in self.commits[sha].files:
             parts = path.split("/")[:-1]
             dirs.update("/".join(parts[: i + 1]) for i in range(len(parts)))

@@ -53,7 +53,11 @@ class HubRoutes:
 
     @property
     def url(self) -> str:
-        raise NotImplementedError
+        raise NotImplementedError  # FakeHub's
+
+    @property
+    def cdn_url(self) -> str:
+        raise NotImplementedError  # FakeHub's
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _middleware(self, origin: str) -> Any:
@@ -63,7 +67,7 @@ class HubRoutes:
             request[LOG] = entry
             self.log.append(entry)  # appended first, so in-flight requests are counted too
             try:
-                response = await handler(request)
+                response: web.StreamResponse = await handler(request)
                 entry.status = response.status
                 entry.cut = bool(request.get(CUT))
                 entry.response_headers = {k.lower(): v for k, v in response.headers.items()}
