@@ -230,7 +230,12 @@ class HubRoutes:
             return web.Response(status=404, text="Not Found")
         repo = self._locate(request, repo_type, "/".join(segs[:at]))
         sha, path = segs[at], "/".join(segs[at + 1 :])
-        if repo is None or repo.private or sha not in repo.commits or path not in repo.commits[sha].files:
+        if repo is not None and (repo.private or repo.gated):
+            # The Hub only sends public files here; a crafted URL must not bypass the gate.
+            denied = self._access(request, repo, content=True)
+            if denied is not None:
+                return denied
+        if repo is None or sha not in repo.commits or path not in repo.commits[sha].files:
             return hub_error(404, "Entry not found", code="EntryNotFound")
         request[LOG].file = path
         fault = self._fault("hub", request, body=True)

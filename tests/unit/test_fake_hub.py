@@ -382,6 +382,16 @@ async def test_request_ids_revisions_and_pagination_links(live: FakeHub) -> None
         assert pages == 3 and len(paths) == 8  # 7 files + .gitattributes, page size 3
 
 
+async def test_resolve_cache_does_not_bypass_gates(live: FakeHub) -> None:
+    [sha] = live.add_repo("acme/g", files={"config.json": b"{}"}, gated=True)
+    url = f"{live.url}/api/resolve-cache/models/acme/g/{sha}/config.json"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url) as r:
+            assert r.status == 401 and r.headers["X-Error-Code"] == "GatedRepo"
+        async with s.get(url, headers={"Authorization": f"Bearer {VALID_TOKEN}"}) as r:
+            assert r.status == 200 and await r.read() == b"{}"
+
+
 async def test_delay_drip_and_one_shot_faults(live: FakeHub) -> None:
     live.add_fault("config.json", status=500, times=1, methods=("GET",), origin="hub")
     live.add_fault("w.safetensors", chunk_size=512, chunk_delay=0.1, origin="cdn")
