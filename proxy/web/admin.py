@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from typing import Any
 
 from aiohttp import web
 
 from proxy import admin
 from proxy.errors import BadRequest, Unauthorized
-from proxy.models import Verdict, VerdictStatus
-from proxy.policy import PolicyError
-from proxy.web.keys import BLOBS, POLICY, SETTINGS, STORE
+from proxy.models import REPO_ID_RE, RepoType, Verdict, VerdictStatus
+from proxy.web import workflow
+from proxy.web.keys import BLOBS, SETTINGS, STORE
 
 ADMIN_NAME_HEADER = "X-Hubgate-Admin"
 
@@ -33,14 +34,9 @@ def require_admin(request: web.Request) -> str:
     expected = f"Bearer {token.get_secret_value()}"
     cookie_ok = request.get("admin_session") is True
     if not cookie_ok and not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized(
-            "hubgate: missing or wrong admin token (Authorization: Bearer <HUBGATE_ADMIN_TOKEN>)"
-        )
+        raise Unauthorized("hubgate: missing or wrong admin token (Authorization: Bearer <HUBGATE_ADMIN_TOKEN>)")
     name = request.headers.get(ADMIN_NAME_HEADER, "admin").strip() or "admin"
-    if (
-        not name.replace("-", "").replace("_", "").replace(".", "").replace("@", "").isalnum()
-        or len(name) > 64
-    ):
+    if not name.replace("-", "").replace("_", "").replace(".", "").replace("@", "").isalnum() or len(name) > 64:
         raise BadRequest("hubgate: admin name must be letters, digits, '-', '_', '.', '@' (64 at most)")
     return name
 
@@ -80,8 +76,7 @@ async def show_artifact(request: web.Request) -> web.Response:
     report = await store.get_scan(verdict.sha256) if verdict.sha256 else None
     history = await store.read_audit(artifact_id=verdict.artifact_id, count=200)
     return _json(
-        verdict_json(verdict)
-        | {"scan": report.model_dump(mode="json") if report else None, "history": history}
+        verdict_json(verdict) | {"scan": report.model_dump(mode="json") if report else None, "history": history}
     )
 
 
@@ -134,14 +129,81 @@ async def audit(request: web.Request) -> web.Response:
 
 async def reload_policy(request: web.Request) -> web.Response:
     name = require_admin(request)
-    state = request.app[POLICY]
+    return _json(await workflow.reload_policy(request.app, f"admin:{name}"))
+
+
+# ---- waivers ---------------------------------------------------------------------------------------
+
+
+async def list_waivers(request: web.Request) -> web.Response:
+    require_admin(request)
+    waivers = await request.app[STORE].list_waivers()
+    now = time.time()
+    rows = [admin.waiver_json(w, now) for w in waivers]
+    if request.query.get("all") not in ("1", "true", "yes"):
+        rows = [r for r in rows if r["state"] == "active"]
+    return _json(rows)
+
+
+async def create_waiver(request: web.Request) -> web.Response:
+    """{"target": "<artifact id | sha256 | org/name@commit | org/name | org/name@commit:path>", "reason": "...",
+    "expires": "7d" | "2026-12-31" | null, "repo_type": "model" | "dataset" | "space", "scope": optional check}"""
+    name = require_admin(request)
+    body = await _body(request)
+    waiver = await admin.create_waiver(
+        request.app[STORE],
+        str(body.get("target", "")),
+        by=name,
+        reason=str(body.get("reason", "")),
+        expires=str(body["expires"]) if body.get("expires") else None,
+        repo_type=str(body["repo_type"]) if body.get("repo_type") else None,
+        scope=str(body["scope"]) if body.get("scope") else None,
+    )
+    return _json(admin.waiver_json(waiver), status=201)
+
+
+async def revoke_waiver(request: web.Request) -> web.Response:
+    name = require_admin(request)
+    body = await _body(request)
+    reason = str(body.get("reason", "") or request.query.get("reason", ""))
+    waiver = await admin.revoke_waiver(request.app[STORE], request.match_info["id"], by=name, reason=reason)
+    return _json(admin.waiver_json(waiver))
+
+
+# ---- prefetch ----------------------------------------------------------------------------------------
+
+
+async def start_vet(request: web.Request) -> web.Response:
+    """{"repo": "org/name", "revision": "main", "include": [globs], "exclude": [globs], "repo_type": "model"}"""
+    name = require_admin(request)
+    body = await _body(request)
+    repo = str(body.get("repo", ""))
+    if not REPO_ID_RE.match(repo):
+        raise BadRequest(f"hubgate: {repo!r} is not a repo id (org/name)")
     try:
-        old, new = state.reload()
-    except PolicyError as exc:
-        await request.app[STORE].append_audit("policy-reload-rejected", f"admin:{name}", error=str(exc))
-        raise BadRequest(f"hubgate: policy not reloaded, the old one stays in force: {exc}") from exc
-    await request.app[STORE].append_audit("policy-reload", f"admin:{name}", old=old.hash, new=new.hash)
-    return _json({"old": old.hash, "new": new.hash, "source": state.source})
+        repo_type = RepoType(str(body.get("repo_type") or "model"))
+    except ValueError as exc:
+        raise BadRequest("hubgate: repo_type is model, dataset or space") from exc
+    include, exclude = body.get("include") or [], body.get("exclude") or []
+    if not all(isinstance(g, str) for g in [*include, *exclude]):
+        raise BadRequest("hubgate: include and exclude are lists of globs")
+    job = await request.app[workflow.VETJOBS].start(
+        repo,
+        revision=str(body.get("revision") or "main"),
+        include=include,
+        exclude=exclude,
+        repo_type=repo_type,
+        by=name,
+    )
+    return _json(job, status=202)
+
+
+async def show_vet(request: web.Request) -> web.Response:
+    require_admin(request)
+    job = await request.app[workflow.VETJOBS].get(request.match_info["job"])
+    if job is None:
+        raise admin.NotFound(f"hubgate: no vet job {request.match_info['job']} (jobs are kept 7 days)")
+    return _json(job)
 
 
 def setup_admin_routes(app: web.Application) -> None:
@@ -153,3 +215,8 @@ def setup_admin_routes(app: web.Application) -> None:
     app.router.add_post("/admin/api/artifacts/{id}/revoke", revoke)
     app.router.add_get("/admin/api/audit", audit)
     app.router.add_post("/admin/api/policy/reload", reload_policy)
+    app.router.add_get("/admin/api/waivers", list_waivers)
+    app.router.add_post("/admin/api/waivers", create_waiver)
+    app.router.add_delete("/admin/api/waivers/{id}", revoke_waiver)
+    app.router.add_post("/admin/api/vet", start_vet)
+    app.router.add_get("/admin/api/vet/{job}", show_vet)

@@ -19,10 +19,13 @@ from proxy.store import BlobStore
 from proxy.upstreams.hf import HfUpstream
 from proxy.verdicts import VerdictStore
 from proxy.web.admin import setup_admin_routes
+from proxy.web.console import setup_console
 from proxy.web.hf import setup_hf_routes
 from proxy.web.keys import BLOBS, META, METRICS, PIPELINE, POLICY, SESSION, SETTINGS, STORE, UPSTREAM
 from proxy.web.middleware import make_middleware
 from proxy.web.ops import setup_ops_routes
+from proxy.web.torch import setup_torch_routes
+from proxy.web.workflow import NOTIFIER, notifier_ctx, workflow_ctx
 
 log = logging.getLogger("hubgate")
 REDIS_URL = web.AppKey("redis_url", str)
@@ -81,6 +84,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         metrics=app[METRICS],
         max_file_size=settings.max_file_size,
         offline=settings.offline,
+        on_decision=app[NOTIFIER].notify if settings.webhooks else None,
     )
     await scans.warm_up()
     app[PIPELINE] = pipeline
@@ -98,22 +102,10 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[POLICY] = PolicyState(settings.policy)
-    app.cleanup_ctx.extend([_redis, _storage, _upstream, _pipeline])
+    app.cleanup_ctx.extend([_redis, _storage, _upstream, notifier_ctx, _pipeline, workflow_ctx])
     setup_ops_routes(app)
     setup_admin_routes(app)
-    for extension in _extensions():
-        extension(app)
+    setup_console(app)
+    setup_torch_routes(app)
     setup_hf_routes(app)  # last: its catch-all route must not shadow the others
     return app
-
-
-def _extensions() -> list:  # type: ignore[type-arg]
-    """Route groups that live in their own modules (torch, console); each adds its routes to the app."""
-    found = []
-    try:
-        from proxy.web.torch import setup_torch_routes
-
-        found.append(setup_torch_routes)
-    except ImportError:
-        pass
-    return found
