@@ -19,19 +19,21 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMIT = "e" * 40
 
 
-def _hubgate(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _hubgate(*args: str, env: dict[str, str], cwd: Path, stdin: Path | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("HUBGATE_")}
     base["PYTHONPATH"] = str(REPO_ROOT)
     base["HUBGATE_CONFIG"] = str(cwd / "no-config.toml")  # never the repo's config/hubgate.toml
     base["HUBGATE_POLICY"] = str(REPO_ROOT / "config" / "policy.toml")
-    return subprocess.run(
-        [sys.executable, "-m", "proxy", *args],
-        env=base | env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    with stdin.open("rb") if stdin else open(os.devnull, "rb") as source:
+        return subprocess.run(
+            [sys.executable, "-m", "proxy", *args],
+            env=base | env,
+            cwd=cwd,
+            stdin=source,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
 
 @pytest.mark.timeout(180)
@@ -88,7 +90,8 @@ async def test_keygen_export_import_from_the_command_line(redis_url: str, redis_
     assert not any(p.is_file() for p in (inside_dir / "blobs").rglob("*"))
     assert not any(p.is_file() for p in (inside_dir / "quarantine").rglob("*"))
 
-    good = _hubgate("import", "b.tar", "--trust-key", "site.pub", "--json", env=in_env, cwd=work)
+    # from a pipe: the import never seeks
+    good = _hubgate("import", "-", "--trust-key", "site.pub", "--json", env=in_env, cwd=work, stdin=work / "b.tar")
     assert good.returncode == 1, good.stderr  # 1: imported, but the inside policy blocked one file
     result = json.loads(good.stdout)
     statuses = {f["ref"].split("@")[0] + ":" + f["ref"].rsplit(":", 1)[1]: f["status"] for f in result["files"]}
