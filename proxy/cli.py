@@ -31,6 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
     from proxy.logs import configure_logging
     from proxy.settings import Settings
     from proxy.web.app import create_app
+    from proxy.web.workflow import install_sighup
 
     overrides: dict[str, Any] = {}
     if args.port is not None:
@@ -40,6 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings(**overrides)
     configure_logging(json_lines=settings.log_json)
     app = create_app(settings)
+    app.on_startup.append(install_sighup)  # `kill -HUP <pid>` reloads the policy file
     err.print(f"hubgate listening on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
     return 0
@@ -142,9 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hubgate", description="Pre-download vetting proxy for ML models")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def admin_command(
-        name: str, help_text: str, func: Callable[[argparse.Namespace], int]
-    ) -> argparse.ArgumentParser:
+    def admin_command(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--url", default=DEFAULT_URL, help=f"hubgate server (default {DEFAULT_URL})")
         p.add_argument("--admin", help="your name in the audit trail (default $HUBGATE_ADMIN_NAME or $USER)")
@@ -162,12 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_scan)
 
-    policy = sub.add_parser("policy", help="policy tools").add_subparsers(
-        dest="policy_command", required=True
-    )
-    p = policy.add_parser(
-        "check", help="validate a policy file (default: HUBGATE_POLICY or config/policy.toml)"
-    )
+    policy = sub.add_parser("policy", help="policy tools").add_subparsers(dest="policy_command", required=True)
+    p = policy.add_parser("check", help="validate a policy file (default: HUBGATE_POLICY or config/policy.toml)")
     p.add_argument("file", nargs="?")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_policy_check)
@@ -178,9 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_policy_reload)
 
     p = admin_command("quarantine", "list artifacts awaiting an admin (or another --status)", _quarantine)
-    p.add_argument(
-        "--status", default="quarantined", choices=["quarantined", "blocked", "approved", "rejected"]
-    )
+    p.add_argument("--status", default="quarantined", choices=["quarantined", "blocked", "approved", "rejected"])
     for action in ("approve", "reject", "revoke"):
         p = admin_command(action, f"{action} an artifact (id or org/name@commit:path)", _decide(action))
         p.add_argument("id")
@@ -205,6 +199,9 @@ def _extension_commands() -> list[Callable[[Any], None]]:
     from proxy.bundle_command import add_parsers as add_bundle_commands
 
     registrars.append(add_bundle_commands)
+    from proxy.admin_commands import add_parsers as add_workflow_commands
+
+    registrars.append(add_workflow_commands)
     return registrars
 
 
