@@ -228,7 +228,7 @@ class Pipeline:
         return Verdict(
             artifact_id=ref.artifact_id,
             status=previous.admin_status if previous and previous.admin_status else policy_status,
-            reasons=[f"{r.message} (rule {r.rule})" for r in decision.reasons if r.action is not Action.ALLOW],
+            reasons=[r.message for r in decision.reasons if r.action is not Action.ALLOW],
             decided_by=previous.decided_by if previous and previous.admin_status else "policy",
             policy_hash=decision.policy_hash,
             policy_status=policy_status,
