@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import pickletools
 import struct
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -169,7 +170,9 @@ def _read_arg(r: CountingReader, argname: str, max_line: int, max_str: int) -> o
                 raise OpcodeError(f"unterminated or overlong line in {argname}", start, eof=eof)
             buf += line
         try:
-            return _NL_READERS[argname](io.BytesIO(buf))
+            with warnings.catch_warnings():  # escape_decode warns on odd escapes in hostile STRINGs
+                warnings.simplefilter("ignore")
+                return _NL_READERS[argname](io.BytesIO(buf))
         except (ValueError, UnicodeDecodeError) as exc:
             raise OpcodeError(f"bad {argname} argument: {exc}", start) from exc
     raise OpcodeError(f"unsupported argument type {argname}", start)

@@ -11,6 +11,7 @@ import ast
 import io
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -88,7 +89,7 @@ def scan_torch_zip(path: Path, state: ScanState, location: str) -> None:
                     return
                 with zf.open(info) as src:
                     data = src.read(limits.max_pickle_bytes + 1)
-            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError) as exc:
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError, zlib.error) as exc:
                 state.give_up("torch.corrupt", f"member {info.filename!r} cannot be read: {exc}", where)
                 continue
             if len(data) > limits.max_pickle_bytes:
