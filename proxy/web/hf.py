@@ -69,7 +69,9 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
         path = pipeline.blob_path(verdict)
     except Refused as exc:
         exc.headers["X-Repo-Commit"] = commit
+        pipeline.metrics.refusals.labels(verdict.status.value).inc()
         raise
+    pipeline.metrics.served_files.inc()
     headers = {"X-Repo-Commit": commit, "Accept-Ranges": "bytes"}
     if verdict.status is not VerdictStatus.APPROVED:
         headers["X-HF-Warning"] = (

@@ -261,3 +261,61 @@ def test_gated_repo_uses_the_server_token_and_never_leaks_it(make_hubgate, fake_
     assert served.status == 200 and served.body == b"{}"
     assert VALID_TOKEN not in str(served.headers)
     assert all("authorization" not in r.headers for r in fake_hub.requests(origin="cdn"))
+
+
+def test_replicas_sharing_redis_download_once(make_hubgate, fake_hub: FakeHub) -> None:
+    weights = safetensors_bytes(300_000)
+    add_model(fake_hub, **{"model.safetensors": weights})
+    fake_hub.add_fault("model.safetensors", origin="cdn", chunk_delay=0.05, chunk_size=128 * 1024)
+    first = make_hubgate(hf_upstream=fake_hub.url)
+    second = make_hubgate(hf_upstream=fake_hub.url, data_dir=first.settings.data_dir)
+    results: list[int] = []
+
+    def fetch(gate_url: str) -> None:
+        results.append(get_until_done(f"{gate_url}/acme/model/resolve/main/model.safetensors").status)
+
+    threads = [threading.Thread(target=fetch, args=(g.url,)) for g in (first, second, first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 4
+    assert fake_hub.count("GET", origin="cdn") == 1
+
+
+def test_slow_vetting_answers_429_with_progress_then_serves(make_hubgate, fake_hub: FakeHub) -> None:
+    weights = safetensors_bytes(200_000)
+    add_model(fake_hub, **{"model.safetensors": weights})
+    fake_hub.add_fault("model.safetensors", origin="cdn", chunk_delay=0.3, chunk_size=64 * 1024)
+    gate = make_hubgate(hf_upstream=fake_hub.url, hold_seconds=0.5)
+    url = f"{gate.url}/acme/model/resolve/main/model.safetensors"
+    first = request("GET", url)
+    assert first.status == 429
+    assert first.header("Retry-After") == "2"
+    assert (first.header("X-Error-Message") or "").startswith("hubgate: vetting acme/model@")
+    assert get_until_done(url).body == weights
+
+
+def test_truncated_pickle_is_refused_and_others_still_served(make_hubgate, fake_hub: FakeHub) -> None:
+    broken = pickle.dumps({"a": list(range(1000))}, protocol=4)[:-200]
+    add_model(fake_hub, **{"model.bin": broken, "config.json": b"{}"})
+    gate = make_hubgate(hf_upstream=fake_hub.url)
+    answer = get_until_done(f"{gate.url}/acme/model/resolve/main/model.bin")
+    assert answer.status == 403
+    assert "pickle" in (answer.header("X-Error-Message") or "")
+    assert get_until_done(f"{gate.url}/acme/model/resolve/main/config.json").status == 200
+
+
+def test_metrics_and_health(make_hubgate, fake_hub: FakeHub) -> None:
+    add_model(fake_hub)
+    gate = make_hubgate(hf_upstream=fake_hub.url)
+    url = f"{gate.url}/acme/model/resolve/main/model.safetensors"
+    assert get_until_done(url).status == 200
+    assert get_until_done(url).status == 200
+    health = request("GET", f"{gate.url}/healthz")
+    assert health.status == 200 and health.json()["redis"] is True
+    metrics = request("GET", f"{gate.url}/metrics").body.decode()
+    assert "hubgate_served_files_total 2.0" in metrics
+    assert 'hubgate_verdicts_total{decided_by="policy",status="approved"} 1.0' in metrics
+    assert "hubgate_upstream_bytes_total" in metrics and "hubgate_scan_duration_seconds_count 1.0" in metrics
+    assert request("GET", f"{gate.url}/api/agent-harnesses").json() == {"standardEnvVars": [], "harnesses": {}}
