@@ -136,9 +136,13 @@ class BundleWriter:
 
 
 class Sink(Protocol):
-    """Where one blob member's bytes go while they are verified (a file in a staging dir, a TmpWriter)."""
+    """Where one blob member's bytes go while they are verified (a file in a staging dir, a TmpWriter).
+    `close()` is called once the member's bytes are all written (verified or not), so a bundle of many
+    thousand files never holds more than one file open."""
 
     def write(self, chunk: bytes) -> None: ...
+
+    def close(self) -> None: ...
 
 
 SinkFactory = Callable[[int, Member], Sink]  # (member index, member) -> sink; called once per blob
@@ -241,7 +245,11 @@ def _read(tar: tarfile.TarFile, trusted: Ed25519PublicKey, sinks: SinkFactory, p
             raise BundleRefused(f"bundle is truncated: member {expected.name} (and any after it) is missing")
         _check_header(info, expected)
         if expected.kind is MemberKind.BLOB:
-            _copy_verified(tar, info, expected, sinks(index, expected), progress)
+            sink = sinks(index, expected)
+            try:
+                _copy_verified(tar, info, expected, sink, progress)
+            finally:
+                sink.close()
         else:
             if expected.size > MAX_SMALL_MEMBER:
                 raise BundleRefused(f"member {expected.name} is larger than {MAX_SMALL_MEMBER} bytes")
@@ -260,6 +268,9 @@ class _Buffer:
 
     def write(self, chunk: bytes) -> None:
         self.data += chunk
+
+    def close(self) -> None:
+        return None
 
 
 def _small_member(tar: tarfile.TarFile, name: str, limit: int) -> bytes:

@@ -186,6 +186,10 @@ class _TmpSink:
     def write(self, chunk: bytes) -> None:
         asyncio.run_coroutine_threadsafe(self._writer.write(chunk), self._loop).result()
 
+    def close(self) -> None:
+        # Flush and close the file now (keeps one descriptor open at a time); the digest is compared later.
+        asyncio.run_coroutine_threadsafe(self._writer.finish(), self._loop).result()
+
 
 async def _plan(verified: VerifiedBundle, store: VerdictStore) -> list[_Plan]:
     """Parse and check every snapshot's metadata; recompute artifact ids. Pure but for lineage lookups."""
@@ -264,29 +268,32 @@ async def _vet_all(
     result: ImportResult,
     fresh_scans: set[str],
 ) -> list[tuple[Verdict, Approval]]:
+    # Bounds the scans and the Redis calls alike (a bundle may hold thousands of files).
     gate = asyncio.Semaphore(SCAN_CONCURRENCY)
+    outside_by_plan = [{r.sha256: r for r in plan.meta.scans} for plan in plans]
     reports: dict[str, ScanReport] = {}
     locks: dict[str, asyncio.Lock] = {}
 
     async def report_for(sha: str, path: str, outside: dict[str, ScanReport]) -> ScanReport:
         async with locks.setdefault(sha, asyncio.Lock()):
             if sha not in reports:
-                report, fresh = await _scan_report(sha, path, outside, store, blobs, scanner, trust_verdicts, gate)
+                report, fresh = await _scan_report(sha, path, outside, store, blobs, scanner, trust_verdicts)
                 reports[sha] = report
                 if fresh:
                     fresh_scans.add(sha)
             return reports[sha]
 
-    async def one(plan: _Plan, f: Approval) -> tuple[Verdict, Approval]:
-        outside_scans = {r.sha256: r for r in plan.meta.scans}
-        report = await report_for(f.sha256, f.path, outside_scans)
-        ref = _ref(plan.snapshot, f)
-        decision = decide(report, ref, plan.repo, policy)
-        previous = await store.get_verdict(ref.artifact_id)
+    async def one(index: int, f: Approval) -> tuple[Verdict, Approval]:
+        plan = plans[index]
+        async with gate:
+            report = await report_for(f.sha256, f.path, outside_by_plan[index])
+            ref = _ref(plan.snapshot, f)
+            decision = decide(report, ref, plan.repo, policy)
+            previous = await store.get_verdict(ref.artifact_id)
         verdict = build_verdict(ref, f, report, decision, previous, trust_verdicts, result.key_id)
         return verdict, f
 
-    jobs = [one(plan, f) for plan in plans for f in plan.snapshot.files]
+    jobs = [one(index, f) for index, plan in enumerate(plans) for f in plan.snapshot.files]
     done = await asyncio.gather(*jobs)
     for verdict, f in done:
         result.files.append(
@@ -315,7 +322,6 @@ async def _scan_report(
     blobs: BlobStore,
     scanner: Scanner | None,
     trust_verdicts: bool,
-    gate: asyncio.Semaphore,
 ) -> tuple[ScanReport, bool]:
     """The report this content is judged on, and whether it is a fresh inside scan."""
     if trust_verdicts and sha in outside:
@@ -327,8 +333,7 @@ async def _scan_report(
             return inside, False  # already scanned here by the same engines
         held = blobs.quarantine_path(sha) or blobs.blob_path(sha)
         if held is not None:
-            async with gate:
-                return await scanner.scan(held, display_name=path, known_sha256=sha), True
+            return await scanner.scan(held, display_name=path, known_sha256=sha), True
     # Trusted import without an outside report and no engines: indeterminate, which never passes.
     return ScanReport(sha256=sha, size=0, path=path, verdict=ScanVerdict.ERROR, engines={}), False
 

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import io
 import json
+import resource
 import tarfile
 import time
 from pathlib import Path
@@ -270,3 +271,29 @@ async def test_torch_weights_travel_by_name(sides, tmp_path: Path) -> None:
     assert inside_verdict is not None and inside_verdict.source == "torch" and f.artifact_id == ref.artifact_id
     # the inside policy decided on the inside scan (the outside admin is not trusted without the flag)
     assert inside_verdict.decided_by == "policy" and inside_verdict.scan_verdict is not None
+
+
+async def test_many_files_import_with_few_descriptors(sides, tmp_path: Path) -> None:
+    """One descriptor per blob at a time: 300 files import under a 200-descriptor limit."""
+    outside, inside = sides
+    key = signing.generate()
+    files = {f"shards/part-{i:04d}.json": b'{"i": %d}' % i for i in range(300)}
+    await seed(outside, "org/many", COMMIT, files, license="mit")
+    bundle = await _export(outside, tmp_path, key, "org/many")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (200, hard))
+    try:
+        with bundle.open("rb") as fh:
+            result = await import_bundle(
+                fh,
+                trusted=key.public_key(),
+                store=inside.store,
+                blobs=inside.blobs,
+                policy=default_policy(),
+                scanner=None,
+                trust_verdicts=True,
+            )
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert len(result.files) == 300
+    assert result.count(VerdictStatus.APPROVED) == 300
