@@ -101,12 +101,16 @@ async def test_keygen_export_import_from_the_command_line(redis_url: str, redis_
         "org/nc:w.safetensors": "blocked",
     }
 
-    # The inside's own Redis kept it all (AOF): start it again and look.
+    # The inside's own Redis kept it all (AOF): start it again (as a running server would) and look.
     with EmbeddedRedis(inside_dir / "redis") as embedded:
         store = await VerdictStore.connect(embedded.url)
         try:
             assert await store.get_revision_offline("model", "org/model", "main") == COMMIT
             audit = await store.read_audit(event="bundle-import")
             assert len(audit) == 1 and audit[0]["approved"] == "2"
+            # With that server's Redis live on the data dir, the command shares it instead of failing.
+            again = _hubgate("import", "b.tar", "--trust-key", "site.pub", "--json", env=in_env, cwd=work)
+            assert again.returncode == 1, again.stderr
+            assert len(await store.read_audit(event="bundle-import")) == 2
         finally:
             await store.close()
