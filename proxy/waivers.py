@@ -11,7 +11,9 @@ A waiver has one scope:
     repo      a whole repo (`org/name` of one repo type), every commit, present and future
 
 A waiver never overrides an admin's reject, and never skips vetting: bytes are always fetched, verified and
-scanned, the waiver only overrides the policy's refusal. It stops applying the moment it is revoked or expires
+scanned, the waiver only overrides the policy's refusal. A broad waiver (a commit, a whole repo) is given
+before anyone has seen the bytes, so it does not cover content the scanners found unsafe: that takes a
+waiver naming the artifact or its sha256. It stops applying the moment it is revoked or expires
 (both are checked on every request).
 """
 
@@ -24,7 +26,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from proxy.models import REPO_ID_RE, RepoType, Verdict, VerdictStatus
+from proxy.models import REPO_ID_RE, RepoType, ScanVerdict, Verdict, VerdictStatus
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
@@ -91,6 +93,8 @@ class Waiver(BaseModel):
             return verdict.artifact_id == self.artifact_id
         if self.scope is WaiverScope.SHA256:
             return bool(verdict.sha256) and verdict.sha256 == self.sha256
+        if verdict.scan_verdict is ScanVerdict.UNSAFE:
+            return False  # unseen bytes with findings: only a waiver naming them covers them
         same_repo = verdict.repo_type == self.repo_type and verdict.repo_id == self.repo_id
         if self.scope is WaiverScope.COMMIT:
             return same_repo and verdict.commit.startswith(self.commit)

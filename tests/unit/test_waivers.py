@@ -101,6 +101,18 @@ def test_a_waiver_never_overrides_a_reject_or_touches_an_approval() -> None:
     assert find_waiver([w], blocked, NOW) == w
 
 
+def test_broad_waivers_do_not_cover_unsafe_bytes_but_named_ones_do() -> None:
+    unsafe = verdict(status=VerdictStatus.BLOCKED, scan_verdict="unsafe")
+    clean = verdict(status=VerdictStatus.BLOCKED, scan_verdict="clean")
+    for broad in (
+        waiver(scope="repo", repo_id="acme/model"),
+        waiver(scope="commit", repo_id="acme/model", commit=COMMIT),
+    ):
+        assert not broad.covers(unsafe) and broad.covers(clean)
+    assert waiver(scope="artifact", artifact_id=unsafe.artifact_id).covers(unsafe)
+    assert waiver(scope="sha256", sha256=SHA).covers(unsafe)
+
+
 def test_narrowest_scope_wins() -> None:
     broad = waiver(scope="repo", repo_id="acme/model")
     narrow = waiver(scope="artifact", artifact_id="0123456789ab", now=NOW + 5)
