@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from proxy.bundle import signing
@@ -85,7 +86,7 @@ def keygen_command(args: argparse.Namespace) -> int:
     try:
         key = signing.keygen(private, public, overwrite=args.force)
     except signing.KeyFileError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return 2
     out.print(f"private key: {private} (keep it on the exporting side, mode 0600)", highlight=False)
     out.print(f"public key:  {public} (give it to the importing side: --trust-key)", highlight=False)
@@ -140,7 +141,7 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 def export_command(args: argparse.Namespace) -> int:
     if not (args.repos or args.torch or args.all_approved):
-        err.print("[red]error:[/red] name REPO[@REV]s, --torch NAMES or --all-approved", highlight=False)
+        err.print("[red]error:[/red] " + escape("name REPO[@REV]s, --torch NAMES or --all-approved"), highlight=False)
         return 2
     key_path = args.key or Path(os.environ.get("HUBGATE_BUNDLE_KEY", f"{DEFAULT_KEY_PREFIX}.key"))
     try:
@@ -150,16 +151,23 @@ def export_command(args: argparse.Namespace) -> int:
         )
         summary = asyncio.run(_export(Settings(), selection, key, args.out, _show_progress(args)))
     except (signing.KeyFileError, ExportError, ExportIntegrityError, HubgateError, OSError) as exc:
-        err.print(f"[red]error:[/red] {getattr(exc, 'message', exc)}; no bundle was written", highlight=False)
+        message = escape(str(getattr(exc, "message", exc)))
+        err.print(f"[red]error:[/red] {message}; no bundle was written", highlight=False)
         return 2
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
     for skipped in summary["skipped"]:
-        err.print(f"[yellow]skipped[/yellow] {skipped['ref']}: {skipped['status']} (only approved content is exported)")
+        err.print(
+            f"[yellow]skipped[/yellow] {escape(skipped['ref'])}: {skipped['status']} "
+            "(only approved content is exported)",
+            highlight=False,
+        )
     table = Table("repo", "commit", "revisions", "files")
     for snap in summary["snapshots"]:
-        table.add_row(snap["repo"], snap["commit"][:12], ", ".join(snap["revisions"]), str(snap["files"]))
+        table.add_row(
+            escape(snap["repo"]), snap["commit"][:12], escape(", ".join(snap["revisions"])), str(snap["files"])
+        )
     out.print(table)
     out.print(
         f"wrote {args.out}: {summary['blobs']} blobs, {summary['bytes']} bytes, signed by key {summary['key_id']}",
@@ -201,17 +209,18 @@ def import_command(args: argparse.Namespace) -> int:
         trusted = signing.load_public(args.trust_key)
         result = asyncio.run(_import(Settings(), args, trusted))
     except BundleRefused as exc:
-        err.print(f"[red]refused:[/red] {exc}; nothing was imported", highlight=False)
+        err.print(f"[red]refused:[/red] {escape(str(exc))}; nothing was imported", highlight=False)
         return 2
     except (signing.KeyFileError, HubgateError, OSError) as exc:
-        err.print(f"[red]error:[/red] {getattr(exc, 'message', exc)}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(getattr(exc, 'message', exc)))}", highlight=False)
         return 2
     if args.json:
         print(json.dumps(result_json(result), indent=2))
     else:
         table = Table("artifact", "file", "status", "decided by", "reason")
         for f in result.files:
-            table.add_row(f.artifact_id, f.ref, f.status.value, f.decided_by, f.reasons[0] if f.reasons else "")
+            reason = f.reasons[0] if f.reasons else ""
+            table.add_row(f.artifact_id, escape(f.ref), f.status.value, escape(f.decided_by), escape(reason))
         out.print(table)
         approved = result.count(VerdictStatus.APPROVED)
         out.print(
