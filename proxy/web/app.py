@@ -52,8 +52,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     blobs = BlobStore(app[SETTINGS].data_dir)
-    report = blobs.startup()
-    log.info("storage ready", extra={"startup": str(report)})
+    blobs.startup()  # logs its own summary: leftovers removed, torn files re-verified
     app[BLOBS] = blobs
     yield
     await blobs.drain()
