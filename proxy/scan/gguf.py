@@ -108,6 +108,24 @@ class _Reader:
             raise _Stop(_f(Severity.HIGH, "truncated", f"{what} claims {n} bytes; {self.remaining()} remain"))
         self.pos += n
 
+    def skip_strings(self, count: int, what: str) -> None:
+        """Skip `count` length-prefixed strings; a tight loop inside the window (vocabularies hold ~10^5)."""
+        width = 8 if self.wide else 4
+        unpack = struct.Struct(self.endian + ("Q" if self.wide else "I")).unpack_from
+        while count:
+            buf, off = self._buf, self.pos - self._buf_start
+            end = len(buf)
+            while count and off >= 0 and off + width <= end:
+                following = off + width + unpack(buf, off)[0]
+                if following > end:
+                    break
+                off, count = following, count - 1
+            if off >= 0:
+                self.pos = self._buf_start + off
+            if count:  # a string straddles the window (or is huge): the checked slow path
+                self.skip(self.count(f"string length in {what}"), f"string in {what}")
+                count -= 1
+
     def u32(self, what: str) -> int:
         return int(struct.unpack(self.endian + "I", self.read(4, what))[0])
 
@@ -246,8 +264,7 @@ class _Parser:
         if element_type in _FIXED:
             reader.skip(count * _FIXED[element_type], f"array {key!r}")
         elif element_type == _STRING:
-            for _ in range(count):
-                reader.skip(reader.count(f"string length in {key!r}"), f"string in {key!r}")
+            reader.skip_strings(count, repr(key))
         elif element_type == _ARRAY:
             for _ in range(count):
                 self._array(reader, key, depth + 1)

@@ -19,6 +19,7 @@ Ordinary templates (loops, `namespace`, `raise_exception`, `message['role']`, `t
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import jinja2
@@ -135,11 +136,11 @@ class _Walker:
         self.stored: set[str] = set()  # names the template assigns (loop vars, set targets, macro args)
 
     def run(self, tree: jn.Template) -> list[Finding]:
-        for node in tree.find_all((jn.Name,)):
-            if node.ctx in ("store", "param"):
-                self.stored.add(node.name)
-        for node in tree.find_all((jn.Macro,)):
-            self.stored.add(node.name)
+        for name in tree.find_all((jn.Name,)):
+            if name.ctx in ("store", "param"):
+                self.stored.add(name.name)
+        for macro in tree.find_all((jn.Macro,)):
+            self.stored.add(macro.name)
         stack: list[jn.Node] = [tree]
         while stack:
             node = stack.pop()
@@ -340,6 +341,9 @@ class _Walker:
         if isinstance(node, (jn.Name, jn.Getattr)):
             key = _target_key(node)
             return self.env.get(key) if key else None
+        if isinstance(node, jn.Neg):
+            value = fold(node.node, depth)
+            return -value if isinstance(value, int) else None
         if isinstance(node, jn.Concat):
             parts = [fold(n, depth) for n in node.nodes]
             return None if any(p is None for p in parts) else "".join(str(p) for p in parts)
@@ -376,7 +380,7 @@ class _Walker:
             return None
         if node.name == "reverse":
             return base[::-1]
-        simple = {
+        simple: dict[str, Callable[[str], str]] = {
             "lower": str.lower,
             "upper": str.upper,
             "trim": str.strip,
@@ -396,11 +400,12 @@ class _Walker:
         if not isinstance(base, str):
             return None
         if isinstance(node.arg, jn.Slice):
-            bounds = [None if b is None else self._fold(b, depth) for b in (node.arg.start, node.arg.stop)]
-            step = None if node.arg.step is None else self._fold(node.arg.step, depth)
-            if not all(b is None or isinstance(b, int) for b in [*bounds, step]) or step == 0:
-                return None
-            return base[slice(bounds[0], bounds[1], step)]
+            bounds = (node.arg.start, node.arg.stop, node.arg.step)
+            parts = [None if b is None else self._fold(b, depth) for b in bounds]
+            if any(b is not None and not isinstance(p, int) for b, p in zip(bounds, parts, strict=True)):
+                return None  # a bound we cannot fold: the result is unknown
+            start, stop, step = (p if isinstance(p, int) else None for p in parts)
+            return None if step == 0 else base[start:stop:step]
         index = self._fold(node.arg, depth)
         if isinstance(index, int) and -len(base) <= index < len(base):
             return base[index]

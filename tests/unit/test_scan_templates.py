@@ -63,3 +63,23 @@ def test_findings_are_deduplicated_and_capped() -> None:
     assert len(findings) == 51
     assert findings[-1].rule == "template.many-findings"
     assert len(check_template("{{ a.__class__ }}{{ a.__class__ }}", "t")) == 1
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''|attr('x__class__x'[1:-1]) }}",
+        "{{ ''|attr('__ssalc__'[::-1]) }}",
+        "{% set n = '__mro__' %}{{ ''|attr(n|lower) }}",
+        "{% set p %}__globals__{% endset %}{{ x[p] }}",
+        "{{ x['{}class{}'|replace('{}', '__')] }}",
+    ],
+)
+def test_folding_through_slices_filters_and_blocks(template: str) -> None:
+    assert "template.dunder-access" in {f.rule for f in check_template(template, "t")}
+
+
+def test_unknown_slice_bound_is_not_guessed() -> None:
+    rules = {f.rule for f in check_template("{{ ''|attr('x__class__x'[1:n]) }}", "t")}
+    assert "template.dynamic-attr" in rules
+    assert "template.dunder-access" not in rules
