@@ -44,61 +44,98 @@ class Skipped:
 
 
 class CountingReader:
-    """Wraps a binary stream: counts bytes consumed, enforces a budget, skips cheaply when seekable."""
+    """Buffered reader over a binary stream: counts bytes consumed, enforces a budget, skips cheaply.
+
+    Reads ahead in blocks (one Python call per opcode is the walker's main cost); the underlying stream's
+    position is therefore ahead of `pos` and must not be used by others while walking.
+    """
+
+    BLOCK = 1 << 16
 
     def __init__(self, raw: BinaryIO, budget: int) -> None:
         self.raw = raw
         self.budget = budget
-        self.pos = 0
+        self._buf = b""
+        self._off = 0
+        self._base = 0  # stream offset of _buf[0]
         try:
             self._seekable = raw.seekable()
         except (AttributeError, OSError, ValueError):
             self._seekable = False
 
-    def _charge(self, n: int) -> None:
-        if self.pos + n > self.budget:
-            raise BudgetExceeded(f"pickle stream exceeds {self.budget} bytes")
+    @property
+    def pos(self) -> int:
+        return self._base + self._off
+
+    def _fill(self, need: int) -> None:
+        """Make at least `need` bytes available from _off (fewer only at end of stream)."""
+        rest = self._buf[self._off :]
+        self._base += self._off
+        chunks = [rest]
+        have = len(rest)
+        while have < need:
+            chunk = self.raw.read(max(need - have, self.BLOCK))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            have += len(chunk)
+        self._buf = b"".join(chunks)
+        self._off = 0
 
     def read(self, n: int) -> bytes:
-        self._charge(n)
-        data = self.raw.read(n)
-        self.pos += len(data)
+        end = self._off + n
+        if self._base + end > self.budget:
+            raise BudgetExceeded(f"pickle stream exceeds {self.budget} bytes")
+        if end > len(self._buf):
+            self._fill(n)
+            end = min(n, len(self._buf))
+        data = self._buf[self._off : end]
+        self._off = end
         return data
 
     def readline(self, limit: int) -> bytes:
-        line = self.raw.readline(limit)
-        self.pos += len(line)
-        self._charge(0)
+        nl = self._buf.find(b"\n", self._off, self._off + limit)
+        if nl < 0 and len(self._buf) - self._off < limit:
+            self._fill(limit)
+            nl = self._buf.find(b"\n", self._off, self._off + limit)
+        end = nl + 1 if nl >= 0 else min(self._off + limit, len(self._buf))
+        if self._base + end > self.budget:
+            raise BudgetExceeded(f"pickle stream exceeds {self.budget} bytes")
+        line = self._buf[self._off : end]
+        self._off = end
         return line
 
     def skip(self, n: int) -> int:
         """Skip n bytes; returns how many were actually available."""
-        self._charge(n)
+        if self.pos + n > self.budget:
+            raise BudgetExceeded(f"pickle stream exceeds {self.budget} bytes")
+        buffered = len(self._buf) - self._off
+        if n <= buffered:
+            self._off += n
+            return n
+        want = n - buffered
+        self._base += len(self._buf)
+        self._buf, self._off = b"", 0
+        got = 0
         if self._seekable:
             start = self.raw.tell()
             end = self.raw.seek(0, io.SEEK_END)
-            target = min(start + n, end)
-            self.raw.seek(target)
-            self.pos += target - start
-            return target - start
-        got = 0
-        while got < n:
-            chunk = self.raw.read(min(1 << 20, n - got))
-            if not chunk:
-                break
-            got += len(chunk)
-        self.pos += got
-        return got
+            got = min(want, max(end - start, 0))
+            self.raw.seek(start + got)
+        else:
+            while got < want:
+                chunk = self.raw.read(min(1 << 20, want - got))
+                if not chunk:
+                    break
+                got += len(chunk)
+        self._base += got
+        return buffered + got
 
     def peek1(self) -> bytes:
         """One byte ahead without consuming it (used to detect a following pickle)."""
-        if self._seekable:
-            here = self.raw.tell()
-            b = self.raw.read(1)
-            self.raw.seek(here)
-            return b
-        peek = getattr(self.raw, "peek", None)
-        return peek(1)[:1] if peek else b""
+        if self._off >= len(self._buf):
+            self._fill(1)
+        return self._buf[self._off : self._off + 1]
 
 
 _FIXED = {"uint1": "<B", "uint2": "<H", "uint4": "<I", "uint8": "<Q", "int4": "<i", "float8": ">d"}

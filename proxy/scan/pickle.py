@@ -13,7 +13,7 @@ finding. Limits (bytes, opcodes, memo) stop the walk and mark it incomplete: ind
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -108,6 +108,8 @@ class PickleScan:
 
 
 class _Machine:
+    _handlers: dict[str, Callable[[_Machine, object, int], object]]
+
     def __init__(self, result: PickleScan, location: str, limits: ScanLimits) -> None:
         self.r: CountingReader | None = None
         self.out = result
@@ -115,6 +117,9 @@ class _Machine:
         self.limits = limits
         self._seen_rules: set[tuple[str, str]] = set()
         self.degraded = False  # the simulation lost track after a structural error
+        self.stack: list[object] = []
+        self.meta: list[list[object]] = []
+        self.memo: dict[int, object] = {}
 
     # -- findings -----------------------------------------------------------------------------------------
     def finding(self, severity: Severity, rule: str, message: str, pos: int | None = None) -> None:
@@ -195,35 +200,36 @@ class _Machine:
     def walk_one(self, r: CountingReader) -> object:
         """Walk one pickle up to and including STOP; returns the simulated result."""
         self.r = r
-        stack: list[object] = []
-        meta: list[list[object]] = []
-        memo: dict[int, object] = {}
-        opcodes = 0
+        self.stack = []
+        self.meta = []
+        self.memo = {}
+        out = self.out
         max_ops = self.limits.max_pickle_opcodes
+        handlers = self._handlers
         for op, arg, pos in iter_opcodes(r, max_line=1 << 20, max_str=self.limits.max_source_bytes):
-            opcodes += 1
-            self.out.opcodes += 1
-            if self.out.opcodes > max_ops:
+            out.opcodes += 1
+            if out.opcodes > max_ops:
                 raise BudgetExceeded(f"more than {max_ops} opcodes")
+            name = op.name
             if self.degraded:
-                self.degraded_op(op.name, arg, pos)
-                if op.name == "STOP":
+                self.degraded_op(name, arg, pos)
+                if name == "STOP":
                     return OPAQUE
                 continue
             try:
-                result = self.step(op.name, arg, pos, stack, meta, memo)
+                result = handlers.get(name, _Machine.op_push)(self, arg, pos)
             except (_Broken, IndexError) as exc:
                 self.finding(
                     Severity.MEDIUM,
                     "pickle.malformed",
-                    f"{op.name}: {exc or 'stack underflow'} (an unpickler stops here)",
+                    f"{name}: {exc or 'stack underflow'} (an unpickler stops here)",
                     pos,
                 )
                 self.degraded = True
-                if op.name == "STOP":
+                if name == "STOP":
                     return OPAQUE
                 continue
-            if op.name == "STOP":
+            if name == "STOP":
                 return result
         return OPAQUE  # pragma: no cover - iter_opcodes always ends at STOP or raises
 
@@ -235,183 +241,231 @@ class _Machine:
         elif name == "STACK_GLOBAL":
             self.finding(Severity.CRITICAL, "pickle.dynamic-global", "STACK_GLOBAL with unresolvable names", pos)
 
-    def step(
-        self,
-        name: str,
-        arg: object,
-        pos: int,
-        stack: list[object],
-        meta: list[list[object]],
-        memo: dict[int, object],
-    ) -> object:
-        def pop_mark() -> list[object]:
-            if not meta:
-                raise _Broken("no MARK on the stack")
-            items = stack[:]
-            stack[:] = meta.pop()
-            return items
+    # One handler per opcode family, mirroring pickle._Unpickler; unlisted opcodes push their argument.
+    def pop_mark(self) -> list[object]:
+        if not self.meta:
+            raise _Broken("no MARK on the stack")
+        items = self.stack
+        self.stack = self.meta.pop()
+        return items
 
-        if name in ("PROTO",):
-            if not isinstance(arg, int) or arg > 5:
-                raise _Broken(f"unsupported protocol {arg}")
-        elif name in ("FRAME", "READONLY_BUFFER"):
-            pass
-        elif name == "STOP":
-            value = stack.pop()
-            self.consume([value], pos)
-            return value
-        elif name == "MARK":
-            meta.append(stack[:])
-            stack.clear()
-        elif name in ("NONE",):
-            stack.append(None)
-        elif name == "NEWTRUE":
-            stack.append(True)
-        elif name == "NEWFALSE":
-            stack.append(False)
-        elif name in ("EMPTY_LIST",):
-            stack.append(Seq("list"))
-        elif name == "EMPTY_TUPLE":
-            stack.append(Seq("tuple"))
-        elif name == "EMPTY_SET":
-            stack.append(Seq("set"))
-        elif name == "EMPTY_DICT":
-            stack.append(Dct())
-        elif name in ("TUPLE", "LIST", "FROZENSET"):
-            items = pop_mark()
-            self.consume(items, pos)
-            s = Seq({"TUPLE": "tuple", "LIST": "list", "FROZENSET": "set"}[name])
-            s.add(items)
-            stack.append(s)
-        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            n = int(name[-1])
-            if len(stack) < n:
-                raise _Broken("stack underflow")
-            items = stack[-n:]
-            del stack[-n:]
-            self.consume(items, pos)
-            s = Seq("tuple")
-            s.add(items)
-            stack.append(s)
-        elif name == "DICT":
-            items = pop_mark()
-            self.consume(items, pos)
-            d = Dct()
-            for i in range(0, len(items) - 1, 2):
-                d.set(items[i], items[i + 1])
-            stack.append(d)
-        elif name == "APPEND":
-            value = stack.pop()
-            self.consume([value], pos)
-            self._extend(stack[-1], [value])
-        elif name in ("APPENDS", "ADDITEMS"):
-            items = pop_mark()
-            self.consume(items, pos)
-            self._extend(stack[-1], items)
-        elif name == "SETITEM":
-            value = stack.pop()
-            key = stack.pop()
-            self.consume([key, value], pos)
-            self._setitems(stack[-1], [key, value])
-        elif name == "SETITEMS":
-            items = pop_mark()
-            self.consume(items, pos)
-            self._setitems(stack[-1], items)
-        elif name == "POP":
-            if stack:
-                stack.pop()
-            else:
-                pop_mark()
-        elif name == "POP_MARK":
-            pop_mark()
-        elif name == "DUP":
-            stack.append(stack[-1])
-        elif name in ("GET", "BINGET", "LONG_BINGET"):
-            key = int(arg) if isinstance(arg, (int, str)) else -1
-            if key not in memo:
-                raise _Broken(f"memo key {key} not defined")
-            stack.append(memo[key])
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-            key = len(memo) if name == "MEMOIZE" else int(arg) if isinstance(arg, (int, str)) else -1
-            if key < 0:
-                raise _Broken("negative memo key")
-            if key not in memo and len(memo) >= self.limits.max_memo_entries:
-                raise BudgetExceeded(f"more than {self.limits.max_memo_entries} memo entries")
-            memo[key] = stack[-1]
-        elif name == "GLOBAL":
-            module, _, gname = str(arg).partition(" ")
-            stack.append(self.check_global(module, gname, pos))
-        elif name == "STACK_GLOBAL":
-            gname = stack.pop()
-            module = stack.pop()
-            if not (isinstance(module, str) and isinstance(gname, str)):
-                self.finding(
-                    Severity.CRITICAL,
-                    "pickle.dynamic-global",
-                    "STACK_GLOBAL names are computed at load time, not constant strings",
-                    pos,
-                )
-                stack.append(OPAQUE)
-            else:
-                stack.append(self.check_global(module, gname, pos))
-        elif name == "INST":
-            module, _, gname = str(arg).partition(" ")
-            items = pop_mark()
-            g = self.check_global(module, gname, pos)
-            args = Seq("tuple")
-            args.add(items)
-            stack.append(self.on_call(g, args, pos, "INST"))
-        elif name == "OBJ":
-            items = pop_mark()
-            if not items:
-                raise _Broken("OBJ without a class")
-            args = Seq("tuple")
-            args.add(items[1:])
-            stack.append(self.on_call(items[0], args, pos, "OBJ"))
-        elif name == "NEWOBJ":
-            args = stack.pop()
-            cls = stack.pop()
-            stack.append(self.on_call(cls, args, pos, "NEWOBJ"))
-        elif name == "NEWOBJ_EX":
-            kwargs = stack.pop()
-            args = stack.pop()
-            cls = stack.pop()
-            if isinstance(kwargs, Dct):
-                self.consume([v for _, v in kwargs.pairs], pos)
-            stack.append(self.on_call(cls, args, pos, "NEWOBJ_EX"))
-        elif name == "REDUCE":
-            args = stack.pop()
-            func = stack.pop()
-            stack.append(self.on_call(func, args, pos, "REDUCE"))
-        elif name == "BUILD":
-            state = stack.pop()
-            inst = stack[-1]
-            self.consume([state], pos)
-            if isinstance(state, Dct):
-                self.consume([v for _, v in state.pairs], pos)
-            if isinstance(inst, Call):
-                inst.state = state
-                self.after_build(inst, pos)
-            elif isinstance(inst, Global):
-                # setattr on a class or function: rewires code that runs later
-                self.finding(
-                    Severity.CRITICAL, "pickle.build-on-global", f"BUILD sets attributes of {inst.dotted}", pos
-                )
-            elif inst is not OPAQUE:
-                raise _Broken(f"BUILD on {type(inst).__name__}")
-        elif name in ("PERSID", "BINPERSID"):
-            if name == "BINPERSID":
-                stack.pop()
-            stack.append(OPAQUE)  # torch maps persistent ids to storages; no code runs
-        elif name in ("EXT1", "EXT2", "EXT4"):
-            self.finding(Severity.HIGH, "pickle.extension", f"{name} {arg}: import via the copyreg registry", pos)
-            stack.append(OPAQUE)
-        elif name == "NEXT_BUFFER":
-            stack.append(OPAQUE)
-        else:
-            # every constant-pushing opcode: ints, floats, strings, bytes
-            stack.append(arg if not isinstance(arg, Skipped) else OPAQUE)
+    def op_push(self, arg: object, pos: int) -> None:
+        self.stack.append(OPAQUE if isinstance(arg, Skipped) else arg)
+
+    def op_proto(self, arg: object, pos: int) -> None:
+        if not isinstance(arg, int) or arg > 5:
+            raise _Broken(f"unsupported protocol {arg}")
+
+    def op_nothing(self, arg: object, pos: int) -> None:
         return None
+
+    def op_stop(self, arg: object, pos: int) -> object:
+        value = self.stack.pop()
+        self.consume([value], pos)
+        return value
+
+    def op_mark(self, arg: object, pos: int) -> None:
+        self.meta.append(self.stack)
+        self.stack = []
+
+    def op_none(self, arg: object, pos: int) -> None:
+        self.stack.append(None)
+
+    def op_true(self, arg: object, pos: int) -> None:
+        self.stack.append(True)
+
+    def op_false(self, arg: object, pos: int) -> None:
+        self.stack.append(False)
+
+    def op_empty_list(self, arg: object, pos: int) -> None:
+        self.stack.append(Seq("list"))
+
+    def op_empty_tuple(self, arg: object, pos: int) -> None:
+        self.stack.append(Seq("tuple"))
+
+    def op_empty_set(self, arg: object, pos: int) -> None:
+        self.stack.append(Seq("set"))
+
+    def op_empty_dict(self, arg: object, pos: int) -> None:
+        self.stack.append(Dct())
+
+    def _seq_from_mark(self, kind: str, pos: int) -> None:
+        items = self.pop_mark()
+        self.consume(items, pos)
+        seq = Seq(kind)
+        seq.add(items)
+        self.stack.append(seq)
+
+    def op_tuple(self, arg: object, pos: int) -> None:
+        self._seq_from_mark("tuple", pos)
+
+    def op_list(self, arg: object, pos: int) -> None:
+        self._seq_from_mark("list", pos)
+
+    def op_frozenset(self, arg: object, pos: int) -> None:
+        self._seq_from_mark("set", pos)
+
+    def _tuple_n(self, n: int, pos: int) -> None:
+        stack = self.stack
+        if len(stack) < n:
+            raise _Broken("stack underflow")
+        items = stack[-n:]
+        del stack[-n:]
+        self.consume(items, pos)
+        seq = Seq("tuple")
+        seq.add(items)
+        stack.append(seq)
+
+    def op_tuple1(self, arg: object, pos: int) -> None:
+        self._tuple_n(1, pos)
+
+    def op_tuple2(self, arg: object, pos: int) -> None:
+        self._tuple_n(2, pos)
+
+    def op_tuple3(self, arg: object, pos: int) -> None:
+        self._tuple_n(3, pos)
+
+    def op_dict(self, arg: object, pos: int) -> None:
+        items = self.pop_mark()
+        self.consume(items, pos)
+        d = Dct()
+        for i in range(0, len(items) - 1, 2):
+            d.set(items[i], items[i + 1])
+        self.stack.append(d)
+
+    def op_append(self, arg: object, pos: int) -> None:
+        value = self.stack.pop()
+        self.consume([value], pos)
+        self._extend(self.stack[-1], [value])
+
+    def op_appends(self, arg: object, pos: int) -> None:
+        items = self.pop_mark()
+        self.consume(items, pos)
+        self._extend(self.stack[-1], items)
+
+    def op_setitem(self, arg: object, pos: int) -> None:
+        value = self.stack.pop()
+        key = self.stack.pop()
+        self.consume([key, value], pos)
+        self._setitems(self.stack[-1], [key, value])
+
+    def op_setitems(self, arg: object, pos: int) -> None:
+        items = self.pop_mark()
+        self.consume(items, pos)
+        self._setitems(self.stack[-1], items)
+
+    def op_pop(self, arg: object, pos: int) -> None:
+        if self.stack:
+            self.stack.pop()
+        else:
+            self.pop_mark()
+
+    def op_pop_mark(self, arg: object, pos: int) -> None:
+        self.pop_mark()
+
+    def op_dup(self, arg: object, pos: int) -> None:
+        self.stack.append(self.stack[-1])
+
+    def op_get(self, arg: object, pos: int) -> None:
+        key = int(arg) if isinstance(arg, (int, str)) else -1
+        if key not in self.memo:
+            raise _Broken(f"memo key {key} not defined")
+        self.stack.append(self.memo[key])
+
+    def _put(self, key: int) -> None:
+        if key < 0:
+            raise _Broken("negative memo key")
+        memo = self.memo
+        if key not in memo and len(memo) >= self.limits.max_memo_entries:
+            raise BudgetExceeded(f"more than {self.limits.max_memo_entries} memo entries")
+        memo[key] = self.stack[-1]
+
+    def op_put(self, arg: object, pos: int) -> None:
+        self._put(int(arg) if isinstance(arg, (int, str)) else -1)
+
+    def op_memoize(self, arg: object, pos: int) -> None:
+        self._put(len(self.memo))
+
+    def op_global(self, arg: object, pos: int) -> None:
+        module, _, gname = str(arg).partition(" ")
+        self.stack.append(self.check_global(module, gname, pos))
+
+    def op_stack_global(self, arg: object, pos: int) -> None:
+        gname = self.stack.pop()
+        module = self.stack.pop()
+        if not (isinstance(module, str) and isinstance(gname, str)):
+            self.finding(
+                Severity.CRITICAL,
+                "pickle.dynamic-global",
+                "STACK_GLOBAL names are computed at load time, not constant strings",
+                pos,
+            )
+            self.stack.append(OPAQUE)
+        else:
+            self.stack.append(self.check_global(module, gname, pos))
+
+    def op_inst(self, arg: object, pos: int) -> None:
+        module, _, gname = str(arg).partition(" ")
+        items = self.pop_mark()
+        g = self.check_global(module, gname, pos)
+        args = Seq("tuple")
+        args.add(items)
+        self.stack.append(self.on_call(g, args, pos, "INST"))
+
+    def op_obj(self, arg: object, pos: int) -> None:
+        items = self.pop_mark()
+        if not items:
+            raise _Broken("OBJ without a class")
+        args = Seq("tuple")
+        args.add(items[1:])
+        self.stack.append(self.on_call(items[0], args, pos, "OBJ"))
+
+    def op_newobj(self, arg: object, pos: int) -> None:
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.stack.append(self.on_call(cls, args, pos, "NEWOBJ"))
+
+    def op_newobj_ex(self, arg: object, pos: int) -> None:
+        kwargs = self.stack.pop()
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        if isinstance(kwargs, Dct):
+            self.consume([v for _, v in kwargs.pairs], pos)
+        self.stack.append(self.on_call(cls, args, pos, "NEWOBJ_EX"))
+
+    def op_reduce(self, arg: object, pos: int) -> None:
+        args = self.stack.pop()
+        func = self.stack.pop()
+        self.stack.append(self.on_call(func, args, pos, "REDUCE"))
+
+    def op_build(self, arg: object, pos: int) -> None:
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        self.consume([state], pos)
+        if isinstance(state, Dct):
+            self.consume([v for _, v in state.pairs], pos)
+        if isinstance(inst, Call):
+            inst.state = state
+            self.after_build(inst, pos)
+        elif isinstance(inst, Global):
+            # setattr on a class or function: rewires code that runs later
+            self.finding(Severity.CRITICAL, "pickle.build-on-global", f"BUILD sets attributes of {inst.dotted}", pos)
+        elif inst is not OPAQUE:
+            raise _Broken(f"BUILD on {type(inst).__name__}")
+
+    def op_persid(self, arg: object, pos: int) -> None:
+        self.stack.append(OPAQUE)  # torch maps persistent ids to storages; no code runs
+
+    def op_binpersid(self, arg: object, pos: int) -> None:
+        self.stack.pop()
+        self.stack.append(OPAQUE)
+
+    def op_ext(self, arg: object, pos: int) -> None:
+        self.finding(Severity.HIGH, "pickle.extension", f"extension code {arg}: import via the copyreg registry", pos)
+        self.stack.append(OPAQUE)
+
+    def op_next_buffer(self, arg: object, pos: int) -> None:
+        self.stack.append(OPAQUE)
 
     def _extend(self, target: object, items: list[object]) -> None:
         if isinstance(target, Seq) and target.kind != "tuple":
@@ -459,6 +513,59 @@ class _Machine:
         if got != nbytes:
             raise OpcodeError(f"end of data inside a joblib array ({nbytes} bytes declared)", self.r.pos, eof=True)
         self.out.gaps.append((gap_start, self.r.pos))
+
+
+_HANDLERS: dict[str, Callable[[_Machine, object, int], object]] = {
+    "PROTO": _Machine.op_proto,
+    "FRAME": _Machine.op_nothing,
+    "READONLY_BUFFER": _Machine.op_nothing,
+    "STOP": _Machine.op_stop,
+    "MARK": _Machine.op_mark,
+    "NONE": _Machine.op_none,
+    "NEWTRUE": _Machine.op_true,
+    "NEWFALSE": _Machine.op_false,
+    "EMPTY_LIST": _Machine.op_empty_list,
+    "EMPTY_TUPLE": _Machine.op_empty_tuple,
+    "EMPTY_SET": _Machine.op_empty_set,
+    "EMPTY_DICT": _Machine.op_empty_dict,
+    "TUPLE": _Machine.op_tuple,
+    "LIST": _Machine.op_list,
+    "FROZENSET": _Machine.op_frozenset,
+    "TUPLE1": _Machine.op_tuple1,
+    "TUPLE2": _Machine.op_tuple2,
+    "TUPLE3": _Machine.op_tuple3,
+    "DICT": _Machine.op_dict,
+    "APPEND": _Machine.op_append,
+    "APPENDS": _Machine.op_appends,
+    "ADDITEMS": _Machine.op_appends,
+    "SETITEM": _Machine.op_setitem,
+    "SETITEMS": _Machine.op_setitems,
+    "POP": _Machine.op_pop,
+    "POP_MARK": _Machine.op_pop_mark,
+    "DUP": _Machine.op_dup,
+    "GET": _Machine.op_get,
+    "BINGET": _Machine.op_get,
+    "LONG_BINGET": _Machine.op_get,
+    "PUT": _Machine.op_put,
+    "BINPUT": _Machine.op_put,
+    "LONG_BINPUT": _Machine.op_put,
+    "MEMOIZE": _Machine.op_memoize,
+    "GLOBAL": _Machine.op_global,
+    "STACK_GLOBAL": _Machine.op_stack_global,
+    "INST": _Machine.op_inst,
+    "OBJ": _Machine.op_obj,
+    "NEWOBJ": _Machine.op_newobj,
+    "NEWOBJ_EX": _Machine.op_newobj_ex,
+    "REDUCE": _Machine.op_reduce,
+    "BUILD": _Machine.op_build,
+    "PERSID": _Machine.op_persid,
+    "BINPERSID": _Machine.op_binpersid,
+    "EXT1": _Machine.op_ext,
+    "EXT2": _Machine.op_ext,
+    "EXT4": _Machine.op_ext,
+    "NEXT_BUFFER": _Machine.op_next_buffer,
+}
+_Machine._handlers = _HANDLERS
 
 
 def _strings(value: object, depth: int) -> list[str]:
