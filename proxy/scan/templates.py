@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -28,6 +29,7 @@ import jinja2.nodes as jn
 import jinja2.sandbox
 
 from proxy.models import Finding, Severity
+from proxy.scan.limits import ScanLimits
 
 ENGINE = "hubgate"
 MAX_TEMPLATE_CHARS = 1024 * 1024  # the largest real chat templates are ~20 KB
@@ -80,6 +82,19 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         extensions=[jinja2.ext.loopcontrols, _GenerationTag],
     )
+
+
+def scan(path: Path, limits: ScanLimits) -> list[Finding]:
+    """Findings for a standalone template file (`chat_template.jinja`, `additional_chat_templates/*.jinja`)."""
+    del limits  # templates have their own, smaller cap
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_TEMPLATE_CHARS * 4 + 1)
+    except OSError as exc:
+        return [_finding(Severity.MEDIUM, "template.unreadable", f"cannot read file: {exc.strerror}", path.name)]
+    if len(raw) > MAX_TEMPLATE_CHARS * 4:
+        return [_finding(Severity.MEDIUM, "template.too-large", "template file too large to analyse", path.name)]
+    return check_template(raw.decode("utf-8", errors="replace"), path.name)
 
 
 def check_template(source: str, where: str) -> list[Finding]:

@@ -83,3 +83,16 @@ def test_unknown_slice_bound_is_not_guessed() -> None:
     rules = {f.rule for f in check_template("{{ ''|attr('x__class__x'[1:n]) }}", "t")}
     assert "template.dynamic-attr" in rules
     assert "template.dunder-access" not in rules
+
+
+def test_template_files(tmp_path: Path) -> None:
+    from proxy.scan.limits import DEFAULT_LIMITS
+    from proxy.scan.templates import scan
+
+    good, bad = tmp_path / "chat_template.jinja", tmp_path / "tool_use.jinja"
+    good.write_text(BENIGN_TEMPLATES["tools"])
+    bad.write_text("{{ x }}\n{{ cycler.__init__.__globals__ }}")
+    assert scan(good, DEFAULT_LIMITS) == []
+    assert ("template.global-escape", "tool_use.jinja line 2") in {
+        (f.rule, f.location) for f in scan(bad, DEFAULT_LIMITS)
+    }
