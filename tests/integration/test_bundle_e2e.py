@@ -4,10 +4,16 @@ and transformers runs against B succeed with the upstream stopped and A gone."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
+import socketserver
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +37,66 @@ emit(shape=list(out.shape))
 emit(config=attempt(lambda: open(hf_hub_download({MINILM_REPO!r}, "config.json", revision="main")).read()))
 emit(snapshot=attempt(lambda: snapshot_download({MINILM_REPO!r}, allow_patterns=["*.json", "*.txt"])))
 """
+
+
+class Tripwire:
+    """A TCP listener standing in for the upstream: it counts every connection made to it."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        owner = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                owner.hits += 1
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Tripwire:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _SocketAudit:
+    """`socket.connect` audit events of this process (where B runs), recorded only while watching.
+    An audit hook cannot be removed, so one is installed once and switched on and off."""
+
+    def __init__(self) -> None:
+        self._log: list[object] | None = None
+        self._installed = False
+
+    def _hook(self, event: str, args: tuple[object, ...]) -> None:
+        log = self._log
+        if log is not None and event == "socket.connect" and isinstance(args[1], tuple):
+            log.append(args[1])  # (host, port): TCP; Unix sockets (Redis) have a str address
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[list[object]]:
+        if not self._installed:
+            sys.addaudithook(self._hook)
+            self._installed = True
+        self._log = log = []
+        try:
+            yield log
+        finally:
+            self._log = None
+
+
+_SOCKETS = _SocketAudit()
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
 
 
 def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -81,17 +147,25 @@ def _scenario(
             inside = {"HUBGATE_REDIS_URL": inside_redis.url, "HUBGATE_DATA_DIR": str(tmp_path / "b")}
             imported = _cli("import", "minilm.tar", "--trust-key", "site.pub", "--json", env=inside, cwd=work)
             assert imported.returncode == 0, imported.stdout + imported.stderr
-            upstream_url = fake_hub.url
-            upstream.__exit__(None, None, None)  # the upstream is gone from here on
-            b = make_hubgate(
-                hf_upstream=upstream_url,
-                offline=True,
-                redis_url=inside_redis.url,
-                redis_prefix="hubgate:",
-                data_dir=tmp_path / "b",
-            )
-            never_vetted = f"emit(readme=attempt(lambda: hf_hub_download({MINILM_REPO!r}, 'README.md')))"
-            result = run_client(LOAD + never_vetted, endpoint=b.url, timeout=300)
+            upstream.__exit__(None, None, None)  # the real upstream is gone from here on
+            with Tripwire() as tripwire:
+                with _SOCKETS.watching() as probe:  # self-check: the audit and the tripwire both see a connect
+                    socket.create_connection(("127.0.0.1", tripwire.port), timeout=5).close()
+                assert probe == [("127.0.0.1", tripwire.port)]
+                _wait_for(lambda: tripwire.hits == 1)
+                b = make_hubgate(
+                    hf_upstream=tripwire.url,  # any contact would be counted
+                    offline=True,
+                    redis_url=inside_redis.url,
+                    redis_prefix="hubgate:",
+                    data_dir=tmp_path / "b",
+                )
+                never_vetted = f"emit(readme=attempt(lambda: hf_hub_download({MINILM_REPO!r}, 'README.md')))"
+                with _SOCKETS.watching() as connects:
+                    result = run_client(LOAD + never_vetted, endpoint=b.url, timeout=300)
+                assert tripwire.hits == 1  # the self-check's, nothing more
+                # Socket audit of the process hosting B: no TCP connection at all while it served.
+                assert connects == [], connects
             assert result.ok, result.output
             assert result.data["shape"] == [1, 6, HIDDEN_SIZE]
             assert result.data["config"]["ok"], result.data["config"]
