@@ -10,7 +10,9 @@ primitives of a hostile graph. We collect every op name from the protobuf wire f
     NodeDef         1: name, 2: op
 
 A file whose first field is a length-delimited field 1 is a bare GraphDef (frozen `.pb`); otherwise it is
-read as a SavedModel.
+read as a SavedModel. Keras layer configs ride along in two places, both checked with `keras.check_keras_config`
+(a Lambda layer there is critical): `MetaGraphDef.object_graph_def` (7) -> `SavedObject.user_object` (4) ->
+`metadata` (3), and `keras_metadata.pb` (`SavedMetadata` 1 -> `SavedObject` 4 identifier `_tf_keras_*`, 5 JSON).
 
 Severities: critical for ops that run Python (`PyFunc`, `PyFuncStateless`, `EagerPyFunc`); high for ops that
 read/write arbitrary files or memory-map them, write debug dumps, or open network channels; medium for ops
@@ -20,7 +22,9 @@ every SavedModel checkpoints its variables with them. Malformed protobuf is high
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxy.models import Finding, Severity
@@ -101,37 +105,44 @@ def scan(path: Path, limits: ScanLimits) -> list[Finding]:
         return [_f(Severity.HIGH, "unreadable", f"cannot read file: {exc.strerror or exc}")]
 
 
+@dataclass
+class _Seen:
+    ops: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # op -> node locations
+    keras: list[tuple[str, str]] = field(default_factory=list)  # (Keras metadata JSON, location)
+
+
 def check_graph_bytes(buf: bytes | memoryview, budget: Budget | None = None) -> list[Finding]:
-    """Findings for a serialized SavedModel or GraphDef (pure)."""
-    ops: dict[str, list[str]] = defaultdict(list)
+    """Findings for a serialized SavedModel, GraphDef or Keras `keras_metadata.pb` (pure)."""
+    seen = _Seen()
     try:
-        _collect_ops(buf, ops, budget or Budget())
+        _collect(buf, seen, budget or Budget())
     except WireError as exc:
         return [
-            *_op_findings(ops),
+            *_op_findings(seen.ops),
+            *_keras_findings(seen),
             _f(Severity.HIGH, "malformed", f"not a well-formed TensorFlow protobuf: {exc}"),
         ]
-    if not ops:
+    if not seen.ops and not seen.keras:
         return [_f(Severity.LOW, "empty", "no graph ops found (nothing a TensorFlow loader could run)")]
-    return _op_findings(ops)
+    return [*_op_findings(seen.ops), *_keras_findings(seen)]
 
 
 def op_names(buf: bytes | memoryview) -> set[str]:
     """Every op name in a SavedModel/GraphDef (for tests and reports); raises WireError when malformed."""
-    ops: dict[str, list[str]] = defaultdict(list)
-    _collect_ops(buf, ops, Budget())
-    return set(ops)
+    seen = _Seen()
+    _collect(buf, seen, Budget())
+    return set(seen.ops)
 
 
-def _collect_ops(buf: bytes | memoryview, ops: dict[str, list[str]], budget: Budget) -> None:
+def _collect(buf: bytes | memoryview, seen: _Seen, budget: Budget) -> None:
     # SavedModel field 1 is a varint (schema version); GraphDef field 1 is NodeDef, a message.
     if any(number == 1 and wire_type == LEN for number, wire_type, _ in iter_fields(buf, budget)):
-        _walk_graph(buf, "graph", ops, budget)
+        _walk_graph(buf, "graph", seen, budget)
     else:
-        _walk_saved_model(buf, ops, budget)
+        _walk_saved_model(buf, seen, budget)
 
 
-def _walk_saved_model(buf: bytes | memoryview, ops: dict[str, list[str]], budget: Budget) -> None:
+def _walk_saved_model(buf: bytes | memoryview, seen: _Seen, budget: Budget) -> None:
     for index, meta_graph in enumerate(messages(buf, 2, budget)):
         where = f"meta_graph[{index}]"
         for number, wire_type, value in iter_fields(meta_graph, budget):
@@ -141,17 +152,23 @@ def _walk_saved_model(buf: bytes | memoryview, ops: dict[str, list[str]], budget
                 for op_list in messages(value, 4, budget):
                     for op_def in messages(op_list, 1, budget):
                         for name in messages(op_def, 1, budget):
-                            ops[text(name)].append(f"{where}.stripped_op_list")
+                            seen.ops[text(name)].append(f"{where}.stripped_op_list")
             elif number == 2:
-                _walk_graph(value, where, ops, budget)
+                _walk_graph(value, where, seen, budget)
+            elif number == 7:  # SavedObjectGraph -> SavedObject.user_object -> SavedUserObject.metadata
+                for node_index, saved_object in enumerate(messages(value, 1, budget)):
+                    for user_object in messages(saved_object, 4, budget):
+                        for metadata in messages(user_object, 3, budget):
+                            location = f"{where}.object_graph[{node_index}]"
+                            seen.keras.append((text(metadata), location))
 
 
-def _walk_graph(graph: memoryview | bytes, where: str, ops: dict[str, list[str]], budget: Budget) -> None:
+def _walk_graph(graph: memoryview | bytes, where: str, seen: _Seen, budget: Budget) -> None:
     for number, wire_type, value in iter_fields(graph, budget):
         if wire_type != LEN or not isinstance(value, memoryview):
             continue
         if number == 1:
-            _record_node(value, where, ops, budget)
+            _record_node(value, where, seen, budget)
         elif number == 2:  # FunctionDefLibrary
             for function in messages(value, 1, budget):
                 fname = ""
@@ -159,19 +176,40 @@ def _walk_graph(graph: memoryview | bytes, where: str, ops: dict[str, list[str]]
                     for name in messages(signature, 1, budget):
                         fname = text(name)
                 for node in messages(function, 3, budget):
-                    _record_node(node, f"{where}.function[{fname}]", ops, budget)
+                    _record_node(node, f"{where}.function[{fname}]", seen, budget)
 
 
-def _record_node(node: memoryview, where: str, ops: dict[str, list[str]], budget: Budget) -> None:
-    name, op = "", ""
+def _record_node(node: memoryview, where: str, seen: _Seen, budget: Budget) -> None:
+    """A NodeDef (1 name, 2 op), or a keras_metadata.pb SavedObject (3 path, 4 identifier, 5 JSON)."""
+    strings: dict[int, memoryview] = {}
     for number, wire_type, value in iter_fields(node, budget):
-        if wire_type == LEN and isinstance(value, memoryview):
-            if number == 1:
-                name = text(value)
-            elif number == 2:
-                op = text(value)
+        if wire_type == LEN and isinstance(value, memoryview) and number in (1, 2, 3, 4, 5):
+            strings[number] = value
+    identifier = bytes(strings.get(4, b""))
+    if identifier.startswith(b"_tf_keras") and 5 in strings:  # NodeDef field 4 is a device, never this
+        path = text(strings[3]) if 3 in strings else ""
+        seen.keras.append((text(strings[5]), f"keras_metadata:{path}"))
+        return
+    name = text(strings[1]) if 1 in strings else ""
+    op = text(strings[2]) if 2 in strings else ""
     if op:
-        ops[op].append(f"{where}/{name}" if name else where)
+        seen.ops[op].append(f"{where}/{name}" if name else where)
+
+
+def _keras_findings(seen: _Seen) -> list[Finding]:
+    """Keras layer configs saved beside the graph: Lambda layers here run on `keras.models.load_model`."""
+    from proxy.scan.keras import check_keras_config
+
+    findings: list[Finding] = []
+    for metadata, location in seen.keras[:100_000]:
+        try:
+            config = json.loads(metadata)
+        except (ValueError, RecursionError):
+            continue  # metadata is informational; a loader that cannot parse it skips it too
+        findings.extend(check_keras_config(config, location))
+        if len(findings) > 50:
+            break
+    return findings
 
 
 def _op_findings(ops: dict[str, list[str]]) -> list[Finding]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import marshal
+
 from proxy.models import Severity
 from tests.corpus_formats import writers as w
 from tests.corpus_formats.common import benign, hostile
@@ -44,8 +48,47 @@ def _tf_model(extra_graph: list[bytes] = (), extra_function: list[bytes] = (), *
     return w.tf_saved_model(graph, ops)
 
 
+def _layer_json(class_name: str, marker: str) -> str:
+    config: dict[str, object] = {"name": class_name.lower()}
+    if class_name == "Lambda":  # Keras 2 SavedModel metadata: marshalled bytecode, base64
+        code = compile(f"lambda x: __import__('os').system('touch {marker}') or x", "<lambda>", "eval")
+        config |= {"function": [base64.b64encode(marshal.dumps(code.co_consts[0])).decode(), None, None]}
+        config |= {"function_type": "lambda"}
+    return json.dumps({"class_name": class_name, "name": class_name.lower(), "config": config})
+
+
 SAVEDMODEL_CASES = [
     benign("tf-benign", "saved_model.pb", "savedmodel", lambda m: _tf_model()),
+    benign(
+        "tf-benign-keras-objects",
+        "saved_model.pb",
+        "savedmodel",
+        lambda m: w.tf_saved_model(w.tf_graph([w.tf_node("x", "Placeholder")]), [], [_layer_json("Dense", m)]),
+    ),
+    benign(
+        "tf-benign-keras-metadata",
+        "keras_metadata.pb",
+        "savedmodel",
+        lambda m: w.keras_metadata([("root", _layer_json("Sequential", m)), ("root.layer-0", _layer_json("Dense", m))]),
+    ),
+    hostile(
+        "tf-keras-lambda-object-graph",
+        "saved_model.pb",
+        "savedmodel",
+        "keras.lambda",
+        Severity.CRITICAL,
+        lambda m: w.tf_saved_model(w.tf_graph([w.tf_node("x", "Placeholder")]), [], [_layer_json("Lambda", m)]),
+    ),
+    hostile(
+        "tf-keras-metadata-lambda",
+        "keras_metadata.pb",
+        "savedmodel",
+        "keras.lambda",
+        Severity.CRITICAL,
+        lambda m: w.keras_metadata(
+            [("root", _layer_json("Sequential", m)), ("root.layer-1", _layer_json("Lambda", m))]
+        ),
+    ),
     benign(
         "tf-benign-frozen-graph",
         "frozen.pb",

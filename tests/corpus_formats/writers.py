@@ -61,12 +61,27 @@ def tf_graph(nodes: Iterable[bytes], functions: Iterable[bytes] = ()) -> bytes:
     return body + pb_bytes(4, pb_int(1, 1087))  # VersionDef.producer
 
 
-def tf_saved_model(graph: bytes, stripped_ops: Iterable[str] = ()) -> bytes:
+def tf_saved_model(graph: bytes, stripped_ops: Iterable[str] = (), user_objects: Iterable[str] = ()) -> bytes:
+    """A SavedModel; `user_objects` are Keras metadata JSON strings stored in the object graph."""
     op_list = b"".join(pb_bytes(1, pb_str(1, op)) for op in stripped_ops)
     meta_info = pb_str(2, "serve") + pb_bytes(4, op_list)  # tags, stripped_op_list
     signature = pb_str(1, "serving_default") + pb_bytes(2, pb_str(3, "tensorflow/serving/predict"))
     meta_graph = pb_bytes(1, meta_info) + pb_bytes(2, graph) + pb_bytes(5, signature)
+    objects = b"".join(
+        pb_bytes(1, pb_bytes(4, pb_str(1, "_tf_keras_layer") + pb_str(3, metadata))) for metadata in user_objects
+    )
+    if objects:
+        meta_graph += pb_bytes(7, objects)
     return pb_int(1, 1) + pb_bytes(2, meta_graph)
+
+
+def keras_metadata(layers: Iterable[tuple[str, str]]) -> bytes:
+    """`keras_metadata.pb`: SavedMetadata of SavedObjects (node_id, node_path, identifier, metadata JSON)."""
+    nodes = b"".join(
+        pb_bytes(1, pb_int(2, i) + pb_str(3, path) + pb_str(4, "_tf_keras_layer") + pb_str(5, metadata))
+        for i, (path, metadata) in enumerate(layers)
+    )
+    return nodes
 
 
 # -- ONNX ------------------------------------------------------------------------------------------------
