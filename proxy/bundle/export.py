@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,7 @@ async def plan_export(
     hubgate_version: str = "",
     created_by: str | None = None,
 ) -> ExportPlan:
+    created_at = time.time()
     groups, skipped = await _select(store, selection)
     if not groups:
         raise ExportError("nothing approved to export: vet the repos first (hubgate vet REPO) or approve them")
@@ -140,7 +142,7 @@ async def plan_export(
         scans = {r.sha256: r for r in meta.scans}
         small[meta_name] = metadata_bytes(meta)
         small[bom_name] = build_bom(
-            snap, card_data=card, tags=tags, scans=scans, hubgate_version=hubgate_version, created_at=0.0
+            snap, card_data=card, tags=tags, scans=scans, hubgate_version=hubgate_version, created_at=created_at
         ).encode()
         members.append(_small_member(meta_name, MemberKind.METADATA, small[meta_name]))
         members.append(_small_member(bom_name, MemberKind.BOM, small[bom_name]))
@@ -160,6 +162,7 @@ async def plan_export(
             policy_hashes.add(a.policy_hash)
         snapshots.append(snap)
     manifest = Manifest(
+        created_at=created_at,
         created_by=created_by if created_by is not None else socket.gethostname(),
         hubgate_version=hubgate_version,
         key_id=key_id,
