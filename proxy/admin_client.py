@@ -18,9 +18,7 @@ class AdminClient:
     ) -> None:
         self.url = url.rstrip("/")
         self.token = token if token is not None else os.environ.get("HUBGATE_ADMIN_TOKEN")
-        self.admin_name = (
-            admin_name or os.environ.get("HUBGATE_ADMIN_NAME") or os.environ.get("USER") or "admin"
-        )
+        self.admin_name = admin_name or os.environ.get("HUBGATE_ADMIN_NAME") or os.environ.get("USER") or "admin"
         self.timeout = timeout
 
     def call(
@@ -28,11 +26,7 @@ class AdminClient:
     ) -> Any:
         if not self.token:
             raise Unauthorized("hubgate: set HUBGATE_ADMIN_TOKEN to the server's admin token")
-        url = (
-            self.url
-            + path
-            + (f"?{urlencode({k: v for k, v in query.items() if v is not None})}" if query else "")
-        )
+        url = self.url + path + (f"?{urlencode({k: v for k, v in query.items() if v is not None})}" if query else "")
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(url, data=data, method=method)
         request.add_header("Authorization", f"Bearer {self.token}")

@@ -35,9 +35,7 @@ def offline_refusal(what: str, *, commit: str | None = None) -> NotInOfflineCach
 
 
 class HfMetadata:
-    def __init__(
-        self, upstream: HfUpstream | None, store: VerdictStore, *, revision_ttl: int, offline: bool
-    ) -> None:
+    def __init__(self, upstream: HfUpstream | None, store: VerdictStore, *, revision_ttl: int, offline: bool) -> None:
         self.upstream = upstream
         self.store = store
         self.revision_ttl = revision_ttl

@@ -15,9 +15,7 @@ from proxy.models import REPO_ID_RE, RepoType
 URL_PREFIX = {RepoType.MODEL: "", RepoType.DATASET: "datasets/", RepoType.SPACE: "spaces/"}
 _PREFIX_TO_TYPE = {"datasets": RepoType.DATASET, "spaces": RepoType.SPACE}
 API_TYPES = {"models": RepoType.MODEL, "datasets": RepoType.DATASET, "spaces": RepoType.SPACE}
-API_ACTIONS = frozenset(
-    {"revision", "tree", "paths-info", "refs", "xet-read-token", "xet-write-token", "commits"}
-)
+API_ACTIONS = frozenset({"revision", "tree", "paths-info", "refs", "xet-read-token", "xet-write-token", "commits"})
 MAX_PATH_LENGTH = 1024
 
 
@@ -63,9 +61,7 @@ def validate_file_path(path: str) -> str:
     if not path or len(path) > MAX_PATH_LENGTH:
         raise BadRequest("hubgate: malformed file path: empty or longer than 1024 characters")
     if path.startswith("/") or "\\" in path or "\0" in path:
-        raise BadRequest(
-            f"hubgate: malformed file path {path!r}: absolute paths, backslashes and NUL are refused"
-        )
+        raise BadRequest(f"hubgate: malformed file path {path!r}: absolute paths, backslashes and NUL are refused")
     if any(part in ("", ".", "..") for part in path.split("/")):
         raise BadRequest(f"hubgate: malformed file path {path!r}: empty, '.' and '..' segments are refused")
     return path

@@ -25,9 +25,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(*, json_lines: bool = True, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(
-        JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(name)s %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -68,9 +68,7 @@ def make_middleware(metrics: Metrics) -> Callable[[web.Request, Handler], Awaita
         except Exception:
             log.exception("internal error on %s %s", request.method, request.path)
             response = error_response(
-                HubgateError(
-                    f"hubgate: internal error (request {request_id}); nothing was served, see the server log"
-                )
+                HubgateError(f"hubgate: internal error (request {request_id}); nothing was served, see the server log")
             )
         response.headers["X-Request-Id"] = request_id
         label = route_label(request)
