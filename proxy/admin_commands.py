@@ -130,7 +130,7 @@ def _vet(args: argparse.Namespace) -> int:
             progress.update(task, total=job.get("total") or None, completed=job.get("done", 0), detail=summary)
     if args.json:
         print(json.dumps(job, indent=2))
-    else:
+    elif job.get("files"):
         out.print(_vet_table(job))
     if job["state"] == "failed":
         err.print(f"[red]error:[/red] {job.get('error')}", highlight=False)

@@ -118,7 +118,8 @@ class VetJobs:
             await asyncio.shield(self._save(state))
             raise
         except HubgateError as exc:
-            state["state"], state["error"] = "failed", exc.message
+            what = f"{state['repo_id']}@{state['revision']}"
+            state["state"], state["error"] = "failed", f"hubgate: cannot vet {what}: {exc.message}"
         except Exception as exc:  # the job must end in a state a poller can see
             log.exception("vet job %s failed", state["id"])
             state["state"], state["error"] = "failed", f"hubgate: internal error: {type(exc).__name__}: {exc}"
