@@ -282,6 +282,10 @@ def test_bom_carries_hashes_license_publisher_engines_findings(tmp_path: Path) -
         hubgate_version="0.1.0",
         created_at=0.0,
     )
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None  # valid against the official schema
     bom = json.loads(text)
     assert bom["specVersion"] == "1.6"
     subject = bom["metadata"]["component"]
