@@ -12,13 +12,14 @@ deserializes every node, so it carries code in three ways:
 - HDF5 files can point outside themselves: external links, external raw storage and virtual datasets read
   host files into the model (high `keras.h5-external`).
 Unreadable containers or configs are medium `keras.unreadable` (cannot vouch for them); limits hit are
-medium `keras.limit`. Needs h5py, not TensorFlow or Keras. Nothing is deserialized except JSON.
+medium `keras.limit`. Needs h5py, not TensorFlow or Keras. Nothing is deserialized except JSON. Weights
+inside a `.keras` zip are HDF5 members: the dispatcher's archive recursion hands them to `scan_h5` via `scan`.
+libhdf5 can crash on corrupt files; the scan worker process contains that (a crash is an error finding).
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import IO, Any
@@ -219,11 +220,9 @@ def _scan_keras_zip(path: Path, limits: ScanLimits) -> list[Finding]:
             config = members.get("config.json")
             if config is None:
                 return [_f(Severity.MEDIUM, "unreadable", ".keras archive has no config.json", where)]
-            findings = _zip_json(archive, config, limits, f"{where}:config.json")
-            for info in infos:
-                if info.filename.endswith(".h5"):
-                    findings.extend(_zip_h5(archive, info, limits, f"{where}:{info.filename}"))
-            return findings
+            # model.weights.h5 is not spooled here: the dispatcher treats .keras as a container too and
+            # scans each member (HDF5 -> scan_h5) under the archive limits, so it is read once, not twice
+            return _zip_json(archive, config, limits, f"{where}:config.json")
     except Exception as exc:  # zipfile raises BadZipFile, zlib.error, NotImplementedError, struct.error...
         return [_f(Severity.MEDIUM, "unreadable", f".keras archive cannot be read: {_short(str(exc))}", where)]
 
@@ -236,21 +235,6 @@ def _zip_json(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: ScanLimit
     if len(data) > limits.max_json_bytes:  # the central directory lied about the size
         return [_f(Severity.MEDIUM, "limit", "config.json exceeds the JSON limit; not checked", where)]
     return _json_config(data, where)
-
-
-def _zip_h5(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: ScanLimits, where: str) -> list[Finding]:
-    if info.file_size > limits.max_member_bytes:
-        return [_f(Severity.MEDIUM, "limit", f"{info.filename} is {info.file_size} bytes; not checked", where)]
-    # h5py needs random access; spool the member (bounded) instead of seeking in a deflate stream
-    with tempfile.TemporaryFile() as spool, archive.open(info) as member:
-        copied = 0
-        while chunk := member.read(1 << 20):
-            copied += len(chunk)
-            if copied > limits.max_member_bytes:
-                return [_f(Severity.MEDIUM, "limit", f"{info.filename} exceeds the member limit", where)]
-            spool.write(chunk)
-        spool.seek(0)
-        return scan_h5(spool, limits, where)
 
 
 def _cap(findings: list[Finding]) -> list[Finding]:

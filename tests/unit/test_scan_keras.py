@@ -106,6 +106,6 @@ def test_invalid_config_json_is_unreadable(tmp_path: Path) -> None:
 def test_limits_are_findings(tmp_path: Path) -> None:
     case = next(c for c in cases_for("keras", hostile=False) if c.name == "keras-benign-zip")
     path = case.write(tmp_path, str(tmp_path / "PWNED"))
-    tight = ScanLimits(max_json_bytes=10, max_member_bytes=10)
+    tight = ScanLimits(max_json_bytes=10)
     rules = {(f.rule, f.severity) for f in keras.scan(path, tight)}
     assert rules == {("keras.limit", Severity.MEDIUM)}
