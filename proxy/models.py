@@ -74,6 +74,8 @@ class FileFormat(StrEnum):
     BZ2 = "bz2"
     JSON = "json"
     PYTHON = "python"
+    SENTENCEPIECE = "sentencepiece"  # tokenizer.model (protobuf of pieces and scores): inert data
+    MEDIA = "media"  # images, audio, PDF (README assets): inert data, recognised so they are not "unknown"
     TEXT = "text"
     EMPTY = "empty"
     UNKNOWN = "unknown"

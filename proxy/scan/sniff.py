@@ -49,6 +49,8 @@ FAMILY: dict[FileFormat, FormatFamily] = {
     FileFormat.BZ2: FormatFamily.ARCHIVE,
     FileFormat.JSON: FormatFamily.CONFIG,
     FileFormat.PYTHON: FormatFamily.CUSTOM_CODE,
+    FileFormat.SENTENCEPIECE: FormatFamily.CONFIG,  # tokenizer files are config in policy terms
+    FileFormat.MEDIA: FormatFamily.TEXT,
     FileFormat.TEXT: FormatFamily.TEXT,
     FileFormat.EMPTY: FormatFamily.TEXT,
     FileFormat.UNKNOWN: FormatFamily.UNKNOWN,
@@ -159,6 +161,51 @@ def _is_protobuf_model(head: bytes, hint: str) -> FileFormat | None:
     return None
 
 
+_MEDIA_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"%PDF-", b"fLaC", b"OggS", b"ID3")
+
+
+def _is_media(head: bytes) -> bool:
+    if head.startswith(_MEDIA_MAGIC):
+        return True
+    return head[:4] == b"RIFF" and head[8:12] in (b"WEBP", b"WAVE", b"AVI ")
+
+
+def _varint(buf: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while at < len(buf) and shift < 64:
+        b = buf[at]
+        value |= (b & 0x7F) << shift
+        at += 1
+        if not b & 0x80:
+            return value, at
+        shift += 7
+    raise ValueError("truncated varint")
+
+
+def _is_sentencepiece(head: bytes) -> bool:
+    """sentencepiece ModelProto: repeated `pieces` (field 1), each {1: piece string, 2: float score, 3: type}."""
+    at = records = 0
+    try:
+        while records < 3 and at < len(head):
+            if head[at] != 0x0A:
+                return False
+            length, at = _varint(head, at + 1)
+            inner = head[at : at + length]
+            if len(inner) < length and records == 0:
+                return False
+            if not inner or inner[0] != 0x0A:
+                return False
+            plen, p = _varint(inner, 1)
+            inner[p : p + plen].decode("utf-8")
+            if p + plen < len(inner) and inner[p + plen] not in (0x15, 0x18):
+                return False
+            at += length
+            records += 1
+    except (ValueError, UnicodeDecodeError, IndexError):
+        return False
+    return records >= 3
+
+
 def _text(head: bytes, size: int) -> str | None:
     if b"\x00" in head:
         return None
@@ -242,6 +289,10 @@ def _primary(path: Path, head: bytes, size: int, hint: str) -> tuple[FileFormat,
     proto = _is_protobuf_model(head, hint)
     if proto is not None:
         return proto, ()
+    if _is_sentencepiece(head):
+        return FileFormat.SENTENCEPIECE, ()
+    if _is_media(head):
+        return FileFormat.MEDIA, ()
     text = _text(head, size)
     if text is not None:
         stripped = text.lstrip()

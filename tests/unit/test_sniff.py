@@ -34,6 +34,16 @@ def _safetensors() -> bytes:
     return save({"w": np.zeros((2, 2), dtype=np.float32)})
 
 
+def _sentencepiece() -> bytes:
+    """The wire format of a sentencepiece ModelProto: pieces {piece, score, type}, then trainer spec."""
+    out = b""
+    for i, piece in enumerate(["<unk>", "<s>", "</s>", "\u2581the", "\u2581a"]):
+        body = piece.encode()
+        inner = b"\x0a" + bytes([len(body)]) + body + b"\x15" + struct.pack("<f", -float(i)) + b"\x18\x01"
+        out += b"\x0a" + bytes([len(inner)]) + inner
+    return out + b"\x12\x04\x0a\x02en"
+
+
 def _tar(members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
@@ -85,6 +95,9 @@ EXPECT = {
     "text": FileFormat.TEXT,
     "markdown with imports": FileFormat.TEXT,
     "empty": FileFormat.EMPTY,
+    "sentencepiece": FileFormat.SENTENCEPIECE,
+    "png": FileFormat.MEDIA,
+    "pdf": FileFormat.MEDIA,
     "unknown": FileFormat.UNKNOWN,
 }
 
@@ -149,6 +162,12 @@ def _make(kind: str, tmp_path: Path) -> tuple[str, bytes]:
         return "README", "Hello, wörld.\nA model card.\n".encode()
     if kind == "markdown with imports":
         return "README.md", b"# Usage\n\n```python\nimport torch\nfrom x import y\n```\n"
+    if kind == "sentencepiece":
+        return "tokenizer.model", _sentencepiece()
+    if kind == "png":
+        return "logo.bin", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    if kind == "pdf":
+        return "paper", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(range(256)) * 4
     if kind == "empty":
         return "e.bin", b""
     if kind == "unknown":
