@@ -4,10 +4,10 @@ HubgateError                      500  (unexpected; message still stands alone)
 ├── BadRequest                    400  malformed repo id, path with `..`, bad revision
 ├── Refused                       403  X-Error-Code: GatedRepo (the only shape whose text reaches HF users)
 │   ├── Blocked                        policy or admin blocked/rejected the file
-│   └── Quarantined                    held for an admin
+│   ├── Quarantined                    held for an admin
+│   └── IntegrityError                 the bytes are not what the upstream promised (size / hash)
 ├── VettingInProgress             429  Retry-After; the HF client retries by itself
-├── UpstreamError                 502  upstream unreachable or misbehaving (includes verification failures)
-│   └── IntegrityError                 size / hash mismatch, cut transfer
+├── UpstreamError                 502  upstream unreachable, misbehaving, or a transfer cut (retryable)
 ├── UpstreamStatus                any  an upstream 4xx passed through with its X-Error-Code
 ├── NotInOfflineCache             404  offline mode and nothing vetted for this request
 ├── Unavailable                   503  Redis or storage unreachable: never bytes
@@ -61,8 +61,8 @@ class UpstreamError(HubgateError):
     status = 502
 
 
-class IntegrityError(UpstreamError):
-    pass
+class IntegrityError(Refused):
+    """A refusal, not a 5xx: clients retry 5xx for ~20 s and then hide the message in `__cause__`."""
 
 
 class UpstreamStatus(HubgateError):

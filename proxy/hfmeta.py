@@ -7,6 +7,7 @@ offline (`HUBGATE_OFFLINE=1`) only what was remembered is used and the upstream 
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +21,7 @@ from proxy.xet import strip_xet_json
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 MAX_LINEAGE = 4
+LOCATION_FRESH_S = 60.0  # signed CDN URLs live much longer; a stale one is replaced by a fresh HEAD
 
 
 def info_key(repo_type: RepoType, repo_id: str, commit: str) -> str:
@@ -40,6 +42,7 @@ class HfMetadata:
         self.store = store
         self.revision_ttl = revision_ttl
         self.offline = offline or upstream is None
+        self._locations: dict[tuple[str, str, str, str], tuple[str, float]] = {}
 
     def _online(self) -> HfUpstream:
         if self.offline or self.upstream is None:
@@ -104,7 +107,17 @@ class HfMetadata:
             raise offline_refusal(f"{repo_id}@{commit[:12]}:{path}", commit=commit)
         head = await self._online().head_file(repo_type, repo_id, commit, path)
         await self.store.set_file_meta(repo_type.value, repo_id, commit, head.meta)
+        if len(self._locations) > 10_000:
+            self._locations.clear()
+        self._locations[(repo_type.value, repo_id, commit, path)] = (head.download_url, time.monotonic())
         return head.meta
+
+    def recent_location(self, repo_type: RepoType, repo_id: str, commit: str, path: str) -> str | None:
+        """The download URL the last metadata HEAD returned, while fresh (saves the fetch a second HEAD)."""
+        seen = self._locations.pop((repo_type.value, repo_id, commit, path), None)
+        if seen is None or time.monotonic() - seen[1] > LOCATION_FRESH_S:
+            return None
+        return seen[0]
 
     async def repo_meta(self, repo_type: RepoType, repo_id: str, commit: str) -> RepoMeta:
         info = await self.info(repo_type, repo_id, commit)

@@ -168,33 +168,26 @@ class HfUpstream:
         elif _HEX40.match(etag):
             meta = FileMeta(path=path, size=size, git_oid=etag, lfs=False)
         else:
-            raise UpstreamError(
-                f"hubgate: the upstream's etag for {what} is neither a sha256 nor a git blob id"
-            )
+            raise UpstreamError(f"hubgate: the upstream's etag for {what} is neither a sha256 nor a git blob id")
         return FileHead(commit=commit, meta=meta, download_url=download_url)
 
-    @asynccontextmanager
-    async def stream(self, url: str, what: str) -> AsyncIterator[AsyncIterator[bytes]]:
-        """GET the bytes, following redirects by hand so the token is sent to the Hub origin only."""
+    async def open_response(self, url: str, what: str) -> aiohttp.ClientResponse:
+        """GET the bytes (a 200 response, not yet read), following redirects by hand so the token is sent
+        to the Hub origin only."""
         for _ in range(MAX_REDIRECTS):
             try:
                 resp = await self.session.get(url, headers=self._auth_for(url), allow_redirects=False)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise UpstreamError(
-                    f"hubgate: download of {what} failed to start ({type(exc).__name__})"
-                ) from exc
+                raise UpstreamError(f"hubgate: download of {what} failed to start ({type(exc).__name__})") from exc
             if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                 url = urljoin(url, resp.headers["Location"])
                 resp.release()
                 continue
-            try:
-                if resp.status != 200:
-                    body = await resp.read()
-                    raise status_error(resp.status, resp.headers, body, what)
-                yield _chunks(resp, what)
-            finally:
+            if resp.status != 200:
+                body = await resp.read()
                 resp.release()
-            return
+                raise status_error(resp.status, resp.headers, body, what)
+            return resp
         raise UpstreamError(f"hubgate: too many redirects downloading {what}")
 
 
@@ -203,19 +196,26 @@ async def _chunks(resp: aiohttp.ClientResponse, what: str) -> AsyncIterator[byte
         async for chunk in resp.content.iter_chunked(CHUNK):
             yield chunk
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise UpstreamError(
-            f"hubgate: download of {what} was cut ({type(exc).__name__}); nothing was kept"
-        ) from exc
+        raise UpstreamError(f"hubgate: download of {what} was cut ({type(exc).__name__}); nothing was kept") from exc
 
 
 class HfFileSource:
-    """ContentSource for one Hub file: a fresh HEAD gives a fresh (signed, expiring) download URL."""
+    """ContentSource for one Hub file. The download URL seen by the metadata HEAD is used while fresh (one
+    HEAD per file, not two); an expired signed URL is replaced by a fresh HEAD."""
 
     def __init__(
-        self, upstream: HfUpstream, repo_type: RepoType, repo_id: str, commit: str, path: str
+        self,
+        upstream: HfUpstream,
+        repo_type: RepoType,
+        repo_id: str,
+        commit: str,
+        path: str,
+        *,
+        download_url: str | None = None,
     ) -> None:
         self.upstream = upstream
         self.repo_type, self.repo_id, self.commit, self.path = repo_type, repo_id, commit, path
+        self.download_url = download_url
 
     @property
     def description(self) -> str:
@@ -223,6 +223,17 @@ class HfFileSource:
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[AsyncIterator[bytes]]:
-        head = await self.upstream.head_file(self.repo_type, self.repo_id, self.commit, self.path)
-        async with self.upstream.stream(head.download_url, f"{self.repo_id}:{self.path}") as chunks:
-            yield chunks
+        what = f"{self.repo_id}:{self.path}"
+        resp: aiohttp.ClientResponse | None = None
+        if self.download_url is not None:
+            try:
+                resp = await self.upstream.open_response(self.download_url, what)
+            except UpstreamStatus:
+                resp = None  # expired or revoked signature: ask the Hub again
+        if resp is None:
+            head = await self.upstream.head_file(self.repo_type, self.repo_id, self.commit, self.path)
+            resp = await self.upstream.open_response(head.download_url, what)
+        try:
+            yield _chunks(resp, what)
+        finally:
+            resp.release()

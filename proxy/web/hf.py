@@ -62,7 +62,14 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
     source = (
         None
         if meta.offline or upstream is None
-        else HfFileSource(upstream, target.repo_type, target.repo_id, commit, target.path)
+        else HfFileSource(
+            upstream,
+            target.repo_type,
+            target.repo_id,
+            commit,
+            target.path,
+            download_url=meta.recent_location(target.repo_type, target.repo_id, commit, target.path),
+        )
     )
     verdict = await pipeline.vet(ref, file_meta, repo, source, hold=settings.hold_seconds)
     try:

@@ -65,6 +65,7 @@ def test_lfs_file_served_from_cache_with_hub_headers(make_hubgate, fake_hub: Fak
     beyond = request("GET", url, headers={"Range": f"bytes={len(weights) + 5}-"})
     assert beyond.status == 416 and beyond.header("Content-Range") == f"bytes */{len(weights)}"
     assert fake_hub.count("GET", origin="cdn") == 1  # every answer above came from the vetted cache
+    assert fake_hub.count("HEAD", path_contains="model.safetensors") == 1  # one metadata HEAD, reused for the GET
 
 
 def test_small_gzip_text_is_decoded_and_tagged_with_git_oid(make_hubgate, fake_hub: FakeHub) -> None:
@@ -123,7 +124,7 @@ def test_corrupt_bytes_are_refused_and_audited(make_hubgate, fake_hub: FakeHub) 
     fake_hub.add_fault("model.safetensors", origin="cdn", corrupt=True)
     gate = make_hubgate(hf_upstream=fake_hub.url)
     answer = get_until_done(f"{gate.url}/acme/model/resolve/main/model.safetensors")
-    assert answer.status == 502
+    assert answer.status == 403 and answer.header("X-Error-Code") == "GatedRepo"  # a refusal clients show at once
     assert "sha256 mismatch" in (answer.header("X-Error-Message") or "")
     events = gate.call(gate.store.read_audit(event="integrity-failure"))
     assert len(events) == 1 and "sha256 mismatch" in events[0]["detail"]
