@@ -10,12 +10,14 @@ Templates autoescape everything.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -337,6 +339,27 @@ async def _to_console(request: web.Request) -> web.Response:
     raise web.HTTPFound("/admin/")
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _answers(handler: Handler) -> Handler:
+    """Redirects and refusals are raised where they are decided; turn them into plain responses here (aiohttp
+    deprecates returning HTTPException objects, which the shared middleware would otherwise do)."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-length", "content-type")}
+            response = web.Response(status=exc.status, text=exc.text, headers=headers)
+            for morsel in exc.cookies.values():
+                response.cookies[morsel.key] = morsel
+            return response
+
+    return wrapper
+
+
 def setup_console(app: web.Application) -> None:
     env = aiohttp_jinja2.setup(
         app,
@@ -345,14 +368,14 @@ def setup_console(app: web.Application) -> None:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["time"] = _fmt_time
-    app.router.add_get("/admin", _to_console)
-    app.router.add_get("/admin/", queue)
-    app.router.add_get("/admin/login", login_page)
-    app.router.add_post("/admin/login", login)
-    app.router.add_post("/admin/logout", logout)
-    app.router.add_get("/admin/artifacts/{id}", artifact)
-    app.router.add_post("/admin/artifacts/{id}/{action:approve|reject|revoke|waive}", act)
-    app.router.add_get("/admin/waivers", waivers_page)
-    app.router.add_post("/admin/waivers", waiver_create)
-    app.router.add_post("/admin/waivers/{id}/revoke", waiver_revoke)
-    app.router.add_get("/admin/audit", audit_page)
+    app.router.add_get("/admin", _answers(_to_console))
+    app.router.add_get("/admin/", _answers(queue))
+    app.router.add_get("/admin/login", _answers(login_page))
+    app.router.add_post("/admin/login", _answers(login))
+    app.router.add_post("/admin/logout", _answers(logout))
+    app.router.add_get("/admin/artifacts/{id}", _answers(artifact))
+    app.router.add_post("/admin/artifacts/{id}/{action:approve|reject|revoke|waive}", _answers(act))
+    app.router.add_get("/admin/waivers", _answers(waivers_page))
+    app.router.add_post("/admin/waivers", _answers(waiver_create))
+    app.router.add_post("/admin/waivers/{id}/revoke", _answers(waiver_revoke))
+    app.router.add_get("/admin/audit", _answers(audit_page))
