@@ -26,6 +26,7 @@ run: $(STAMP_RUN)
 	$(BIN)/hubgate serve
 
 test: $(STAMP_DEV)
+	@sh scripts/install-browser.sh  # cheap when chromium is there; the browser tests must run, not skip
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
 
 lint: $(STAMP_DEV)
