@@ -172,9 +172,14 @@ def _walk(document: Any) -> tuple[list[tuple[str, str, Any]], bool]:
                     stack.append((f"{path}{key}.", value))
         elif isinstance(node, list):
             for index, value in enumerate(node):
-                if isinstance(value, (dict, list)):
+                # lists of scalars (merges, ids: most of a tokenizer.json) cannot hold a key: not pushed
+                if isinstance(value, dict) or (isinstance(value, list) and _holds_containers(value)):
                     stack.append((f"{path}{index}.", value))
     return members, True
+
+
+def _holds_containers(items: list[Any]) -> bool:
+    return any(isinstance(item, (dict, list)) for item in items)
 
 
 def _short(text: str) -> str:
