@@ -41,6 +41,25 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+MAX_FINDINGS = 500  # a hostile file can produce unbounded findings; the report stays a bounded document
+
+
+def _bounded(findings: list[Finding]) -> list[Finding]:
+    if len(findings) <= MAX_FINDINGS:
+        return findings
+    kept = sorted(findings, key=lambda f: -f.severity.rank)[: MAX_FINDINGS - 1]
+    omitted = len(findings) - len(kept)
+    return [
+        *kept,
+        Finding(
+            engine=ENGINE,
+            severity=Severity.INFO,
+            rule="scan.truncated",
+            message=f"{omitted} more findings omitted (lowest severities first)",
+        ),
+    ]
+
+
 def verdict_for(findings: list[Finding], incomplete: bool) -> ScanVerdict:
     if any(f.severity.rank >= Severity.HIGH.rank for f in findings):
         return ScanVerdict.UNSAFE
@@ -104,7 +123,7 @@ def scan_path(
         formats=formats,
         families=sorted({FAMILY[f] for f in formats}, key=lambda fam: list(FAMILY.values()).index(fam)),
         verdict=verdict_for(state.findings, bool(state.incomplete)),
-        findings=state.findings,
+        findings=_bounded(state.findings),
         engines=state.engines,
         duration_s=round(time.monotonic() - started, 6),
     )

@@ -147,3 +147,11 @@ def test_torch_zip_reads_only_pickle_members(tmp_path: Path) -> None:
     report = scan(tmp_path, "big.pt", data)
     assert report.verdict is ScanVerdict.CLEAN
     assert report.duration_s < 1.0
+
+
+def test_findings_are_bounded(tmp_path: Path) -> None:
+    data = corpus.zip_of({f"../x{i}": b"t" for i in range(700)})
+    report = scan(tmp_path, "many.zip", data)
+    assert len(report.findings) == 500
+    assert report.findings[-1].rule == "scan.truncated"
+    assert report.verdict is ScanVerdict.UNSAFE
