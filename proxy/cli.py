@@ -103,16 +103,29 @@ def _verdict(args: argparse.Namespace) -> int:
         print(json.dumps(row, indent=2))
         return 0
     out.print(_verdict_table([row], "verdict"))
+    card = row.get("card") or {}
+    if card:
+        out.print(f"  license: {card.get('license')} -> {', '.join(card.get('licenses') or []) or 'none'}")
     scan = row.get("scan") or {}
     for finding in scan.get("findings", []):
         out.print(f"  [{finding['severity']}] {finding['engine']} {finding['rule']}: {finding['message']}")
+    for waiver in row.get("waivers") or []:
+        out.print(f"  waiver {waiver['id']} ({waiver['state']}): {waiver['target']}: {waiver['reason']}")
     return 0
 
 
 def _audit(args: argparse.Namespace) -> int:
     since = time.time() - args.since * 3600 if args.since is not None else None
     rows = _client(args).call(
-        "GET", "/admin/api/audit", query={"since": since, "count": args.count, "artifact": args.artifact}
+        "GET",
+        "/admin/api/audit",
+        query={
+            "since": since,
+            "count": args.count,
+            "artifact": args.artifact,
+            "event": args.event,
+            "actor": args.actor,
+        },
     )
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -185,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=float, help="hours back")
     p.add_argument("--count", type=int, default=200)
     p.add_argument("--artifact")
+    p.add_argument("--event", help="only this event (decision, approve, waive, served-under-waiver, ...)")
+    p.add_argument("--actor", help="only entries whose actor contains this (e.g. alice)")
     for register in _extension_commands():
         register(sub)
     return parser

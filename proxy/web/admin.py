@@ -11,7 +11,9 @@ from aiohttp import web
 
 from proxy import admin
 from proxy.errors import BadRequest, Unauthorized
+from proxy.hfmeta import info_key, repo_meta_from_info
 from proxy.models import REPO_ID_RE, RepoType, Verdict, VerdictStatus
+from proxy.policy import base_models_of, licenses_of
 from proxy.web import workflow
 from proxy.web.keys import BLOBS, SETTINGS, STORE
 
@@ -75,8 +77,21 @@ async def show_artifact(request: web.Request) -> web.Response:
     verdict = await admin.find_artifact(store, request.match_info.get("id") or request.query.get("ref", ""))
     report = await store.get_scan(verdict.sha256) if verdict.sha256 else None
     history = await store.read_audit(artifact_id=verdict.artifact_id, count=200)
+    info = await store.get_doc("info", info_key(verdict.repo_type, verdict.repo_id, verdict.commit))
+    card: dict[str, Any] = {}
+    if isinstance(info, dict):
+        repo = repo_meta_from_info(verdict.repo_type, verdict.repo_id, verdict.commit, info)
+        card = {"license": (repo.card_data or {}).get("license"), "licenses": licenses_of(repo)}
+        card["base_models"] = base_models_of(repo)
+    waivers = [admin.waiver_json(w) for w in await store.list_waivers() if w.covers(verdict)]
     return _json(
-        verdict_json(verdict) | {"scan": report.model_dump(mode="json") if report else None, "history": history}
+        verdict_json(verdict)
+        | {
+            "scan": report.model_dump(mode="json") if report else None,
+            "history": history,
+            "card": card,
+            "waivers": waivers,
+        }
     )
 
 
@@ -118,12 +133,16 @@ async def audit(request: web.Request) -> web.Response:
         count = int(request.query.get("count", "1000"))
     except ValueError as exc:
         raise BadRequest("hubgate: 'since' is epoch seconds and 'count' a whole number") from exc
+    actor = request.query.get("actor", "")
+    count = max(1, min(count, 10_000))
     entries = await request.app[STORE].read_audit(
         since=since,
-        count=max(1, min(count, 10_000)),
+        count=10_000 if actor else count,
         artifact_id=request.query.get("artifact"),
         event=request.query.get("event"),
     )
+    if actor:  # a substring of the actor ("alice" matches "admin:alice")
+        entries = [e for e in entries if actor in e.get("actor", "")][-count:]
     return _json(entries)
 
 

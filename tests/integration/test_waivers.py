@@ -148,3 +148,21 @@ def test_bad_waiver_requests_are_explained(make_hubgate, fake_hub: FakeHub) -> N
         assert answer.status in (400, 404) and words in (answer.header("X-Error-Message") or ""), (body, answer)
     assert request("GET", gate.url + "/admin/api/waivers").status == 401
     assert api(gate, "DELETE", "/admin/api/waivers/wnope", {"reason": "x"}).status == 404
+
+
+def test_cli_shows_what_the_console_shows(make_hubgate, fake_hub: FakeHub) -> None:
+    add_model(fake_hub, card=NC_CARD)
+    gate = make_hubgate(hf_upstream=fake_hub.url)
+    aid = artifact_of(
+        get_until_done(f"{gate.url}/acme/model/resolve/main/model.safetensors").header("X-Error-Message") or ""
+    )
+    assert gate.cli("waive", aid, "--reason", "legal ok").returncode == 0
+    assert get_until_done(f"{gate.url}/acme/model/resolve/main/model.safetensors").status == 200
+    shown = json.loads(gate.cli("verdict", aid, "--json").stdout)
+    assert shown["card"]["licenses"] == ["cc-by-nc-4.0"] and shown["waivers"][0]["reason"] == "legal ok"
+    assert [e["event"] for e in shown["history"]][-1] == "served-under-waiver"
+    text = gate.cli("verdict", aid).stdout
+    assert "cc-by-nc-4.0" in text and "legal ok" in text
+    by_alice = json.loads(gate.cli("audit", "--actor", "alice", "--event", "waive", "--json").stdout)
+    assert len(by_alice) == 1 and by_alice[0]["actor"] == "admin:alice"
+    assert json.loads(gate.cli("audit", "--actor", "bob", "--json").stdout) == []
