@@ -16,7 +16,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol
+from typing import IO, BinaryIO, Protocol
 
 from proxy.models import FileFormat, Severity
 from proxy.scan.state import ScanState
@@ -47,7 +47,7 @@ def unsafe_member_name(name: str) -> str | None:
     return None
 
 
-def _copy_limited(src: BinaryIO, dst: Path, state: ScanState, compressed_size: int | None, what: str) -> None:
+def _copy_limited(src: IO[bytes], dst: Path, state: ScanState, compressed_size: int | None, what: str) -> None:
     """Copy a member stream, charging the scan-wide inflate budget and checking the ratio as bytes arrive."""
     limits = state.limits
     written = 0

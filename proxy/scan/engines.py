@@ -142,8 +142,9 @@ def check_pickle(data: bytes, *, location: str, ours: PickleScan, state: ScanSta
                 warnings.catch_warnings(),
             ):
                 warnings.simplefilter("ignore")
+                errors: list[str] = []
                 if name == FICKLING:
-                    theirs, errors = _fickling(data, location), []
+                    theirs = _fickling(data, location)
                 else:
                     theirs, errors = _modelscan(data, location)
         except Exception as exc:  # a third-party crash is data, not our crash

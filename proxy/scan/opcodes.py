@@ -12,7 +12,7 @@ import io
 import pickletools
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -152,7 +152,7 @@ _LEN_PREFIX = {
     "bytearray8": ("<Q", "bytes"),
     "unicodestring8": ("<Q", "unicode"),
 }
-_NL_READERS = {
+_NL_READERS: dict[str, Callable[[io.BytesIO], object]] = {
     "stringnl": pickletools.read_stringnl,
     "stringnl_noescape": pickletools.read_stringnl_noescape,
     "stringnl_noescape_pair": pickletools.read_stringnl_noescape_pair,
@@ -195,7 +195,7 @@ def _read_arg(r: CountingReader, argname: str, max_line: int, max_str: int) -> o
             except UnicodeDecodeError as exc:
                 raise OpcodeError(f"invalid UTF-8 in {argname}", start) from exc
         if kind == "long":
-            return pickletools.decode_long(data)
+            return int.from_bytes(data, "little", signed=True)  # pickle's decode_long
         return data.decode("latin-1")  # protocol 0/1 8-bit strings
     if argname in _NL_READERS:
         lines = 2 if argname == "stringnl_noescape_pair" else 1

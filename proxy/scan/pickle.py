@@ -602,11 +602,12 @@ def _joblib_layout(state: Dct) -> tuple[int, bool, bool] | None:
     if isinstance(dstate, Seq) and len(dstate.items) >= 6 and isinstance(dstate.items[5], int):
         if dstate.items[5] > 0:
             itemsize = dstate.items[5]
-        if dstate.items[4] is not None and not isinstance(dstate.items[4], type(None)):
+        if dstate.items[4] is not None:
             return None  # structured dtype: fields could hold objects; not worth guessing
     count = 1
     for x in shape.items:
-        count *= int(x)
+        assert isinstance(x, int)  # checked above
+        count *= x
     aligned = isinstance(state.get("numpy_array_alignment_bytes"), int)
     return count * itemsize, dt.hasobject, aligned
 
