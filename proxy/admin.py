@@ -134,7 +134,7 @@ async def create_waiver(
         raise BadRequest(f"hubgate: {target!r} names a {fields['scope']} waiver, not a {scope} one")
     label = ""
     if fields["scope"] == WaiverScope.ARTIFACT.value:
-        verdict = await find_artifact(store, fields.pop("ref", None) or fields["artifact_id"])
+        verdict = await find_artifact(store, fields.pop("ref", "") or fields["artifact_id"])
         if verdict.admin_status is VerdictStatus.REJECTED:
             raise BadRequest(
                 f"hubgate: artifact {verdict.artifact_id} was rejected by {verdict.admin_by}; "
