@@ -33,7 +33,7 @@ from proxy.models import (
 )
 from proxy.policy import decide
 from proxy.policy_state import PolicyState
-from proxy.scan.pool import ScanPool
+from proxy.scan.pool import ScanPool, report_is_current
 from proxy.store import BlobStore
 from proxy.upstreams.base import ContentSource
 from proxy.verdicts import VerdictStore
@@ -43,27 +43,6 @@ log = logging.getLogger("hubgate.pipeline")
 
 LOCK_TTL_MS = 30_000
 PROGRESS_EVERY_S = 1.0
-
-
-def current_engine_versions() -> dict[str, str]:
-    """Versions of every engine a report can name, read without importing the engines into the server."""
-    from importlib import metadata
-
-    from proxy.scan.scanner import hubgate_version
-    from proxy.scan.state import ENGINE
-
-    versions = {ENGINE: hubgate_version()}
-    for name in ("fickling", "modelscan"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def report_is_current(report: ScanReport, versions: dict[str, str]) -> bool:
-    """A stored scan stays valid until one of the engines that produced it changes version."""
-    return all(versions.get(engine) == version for engine, version in report.engines.items())
 
 
 def refusal(verdict: Verdict) -> Refused:
@@ -131,7 +110,6 @@ class Pipeline:
         self.offline = offline
         self.on_decision = on_decision
         self._tasks: dict[str, asyncio.Task[Verdict]] = {}
-        self.engine_versions = current_engine_versions()
 
     # ---- the entry point -------------------------------------------------------------------------
 
@@ -200,7 +178,7 @@ class Pipeline:
         if verdict.admin_status is not None or verdict.policy_hash == policy.hash:
             return verdict
         report = await self.store.get_scan(verdict.sha256) if verdict.scan_verdict is not None else None
-        if report is not None and not report_is_current(report, self.engine_versions):
+        if report is not None and not report_is_current(report, self.scans.engine_versions):
             return None
         decision = decide(report, ref, repo, policy)
         if report is None and decision.action is not Action.BLOCK:
@@ -411,7 +389,7 @@ class Pipeline:
 
     async def _scan(self, ref: ArtifactRef, sha256: str) -> ScanReport:
         report = await self.store.get_scan(sha256)
-        if report is not None and report_is_current(report, self.engine_versions):
+        if report is not None and report_is_current(report, self.scans.engine_versions):
             return report
         path = self.blobs.quarantine_path(sha256) or self.blobs.blob_path(sha256)
         if path is None:

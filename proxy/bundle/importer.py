@@ -53,6 +53,7 @@ from proxy.models import (
     VerdictStatus,
 )
 from proxy.policy import Policy, base_models_of, decide, licenses_of
+from proxy.scan.pool import report_is_current
 from proxy.store import BlobStore, TmpWriter
 from proxy.verdicts import VerdictStore
 
@@ -329,7 +330,7 @@ async def _scan_report(
     if scanner is not None:
         inside = await store.get_scan(sha)
         versions = getattr(scanner, "engine_versions", None)
-        if inside is not None and versions is not None and inside.engines == versions:
+        if inside is not None and versions is not None and report_is_current(inside, versions):
             return inside, False  # already scanned here by the same engines
         held = blobs.quarantine_path(sha) or blobs.blob_path(sha)
         if held is not None:

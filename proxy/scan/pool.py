@@ -118,6 +118,27 @@ def scan_in_subprocess(
     )
 
 
+def current_engine_versions() -> dict[str, str]:
+    """Versions of every engine a report can name, read without importing the engines into the server."""
+    from importlib import metadata
+
+    from proxy.scan.scanner import hubgate_version
+    from proxy.scan.state import ENGINE
+
+    versions = {ENGINE: hubgate_version()}
+    for name in ("fickling", "modelscan"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def report_is_current(report: ScanReport, versions: dict[str, str]) -> bool:
+    """A stored scan stays valid until one of the engines that produced it changes version."""
+    return bool(report.engines) and all(versions.get(engine) == version for engine, version in report.engines.items())
+
+
 class ScanPool:
     """Bounded concurrent scans in worker processes; `scan` never blocks the event loop."""
 
@@ -131,6 +152,7 @@ class ScanPool:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hubgate-scan")
         self._active: dict[int, object] = {}
         self._closed = False
+        self.engine_versions = current_engine_versions()
 
     async def warm_up(self) -> None:
         """Start the fork server now (its preload imports take ~1 s) so the first scan does not pay for it."""
