@@ -61,6 +61,10 @@ async def _watch_policy(app: web.Application, interval: float) -> None:
         if now == seen:
             continue
         seen = now
+        if now is None:
+            # gone (or mid-rename by an editor): keep the policy in force rather than fall back to defaults
+            log.warning("policy file %s is missing; keeping the policy in force", app[POLICY].path)
+            continue
         try:
             await reload_policy(app, "hubgate:file-watch")
         except BadRequest:
