@@ -250,6 +250,36 @@ def torch_legacy(obj: object) -> bytes:
     return buf.getvalue()
 
 
+def torch_legacy_tar(marker: Path | None = None) -> bytes:
+    """torch's pre-0.4 tar checkpoint, written by hand (torch can still load it, no longer save it).
+
+    With `marker`, the *second* storage header carries the payload, past the first block of raw storage
+    bytes, where a scanner that stops at the first non-pickle byte never looks.
+    """
+    import torch
+
+    storage_type, tensor_type = torch.FloatStorage, torch.FloatTensor  # type: ignore[attr-defined]
+    second: object = (1, "cpu", storage_type)
+    if marker is not None:
+        second = (1, Reduce(os.system, _touch_cmd(marker)), storage_type)
+    storages = pickle.dumps(2, protocol=2)
+    for header in ((0, "cpu", storage_type), second):
+        storages += pickle.dumps(header, protocol=2) + struct.pack("<q", 3) + struct.pack("<3f", 1, 2, 3)
+    storages += pickle.dumps([], protocol=2)
+    tensors = pickle.dumps(1, protocol=2) + pickle.dumps((2, 0, tensor_type), protocol=2)
+    tensors += struct.pack("<ii", 1, 0) + struct.pack("<qqq", 3, 1, 0)
+
+    class Persistent(pickle.Pickler):
+        def persistent_id(self, obj: object) -> object:
+            return "2" if obj == "tensor-2" else None
+
+    main = io.BytesIO()
+    Persistent(main, protocol=2).dump({"w": "tensor-2"})
+    sys_info = pickle.dumps({"protocol_version": 1001, "little_endian": True}, protocol=2)
+    members = {"sys_info": sys_info, "pickle": main.getvalue(), "storages": storages, "tensors": tensors}
+    return tar_of(members, mode="w")
+
+
 def zip_with(base: bytes, name: str, data: bytes) -> bytes:
     buf = io.BytesIO(base)
     with zipfile.ZipFile(buf, "a") as zf:
@@ -417,6 +447,7 @@ def build_all(root: Path, marker: Path) -> list[Sample]:
         True,
         UNSAFE,
     )
+    add("torch legacy tar, 2nd storage header", "legacy_tar_evil.pt", torch_legacy_tar(m), True, UNSAFE)
     add("torch legacy format", "legacy_evil.bin", torch_legacy(Reduce(os.system, _touch_cmd(m))), True, UNSAFE)
     add("FX GraphModule hostile code", "fx.pt", torch_zip(fx_graph_module_payload(m)), True, UNSAFE)
     add("numpy object array", "objects.npy", numpy_object_npy(Reduce(os.system, _touch_cmd(m))), True, UNSAFE)
@@ -450,6 +481,7 @@ def build_all(root: Path, marker: Path) -> list[Sample]:
     add("benign optimizer state", "optimizer.pt", torch_zip(optimizer_state()), False, CLEAN)
     add("benign mixed checkpoint", "checkpoint.pt", torch_zip(mixed_state()), False, CLEAN)
     add("benign legacy state_dict", "legacy.bin", torch_legacy(model.state_dict()), False, CLEAN)  # type: ignore[attr-defined]
+    add("benign legacy tar checkpoint", "legacy_tar.pt", torch_legacy_tar(), False, CLEAN)
     add("benign numpy .npy", "array.npy", _npy(np.arange(12.0).reshape(3, 4)), False, CLEAN)
     add("benign numpy .npz", "arrays.npz", _npz(a=np.zeros(3), b=np.ones((2, 2), dtype=np.int8)), False, CLEAN)
     for proto in (0, 2, 4, 5):

@@ -68,6 +68,9 @@ _TORCH_STORAGES = {
         "QUInt2x4",
     ]
 }
+_TORCH_LEGACY_TENSORS = {
+    f"{kind}Tensor" for kind in ["Double", "Float", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool"]
+}  # the tensor-type slot of torch's legacy tar headers
 _TORCH_DTYPES = set(
     [
         "float16",
@@ -127,7 +130,7 @@ _SAFE_BUILTINS = {
 
 ALLOWED: frozenset[tuple[str, str]] = frozenset(
     {("torch._utils", n) for n in _TORCH_REBUILD}
-    | {("torch", n) for n in _TORCH_TYPES | _TORCH_STORAGES | _TORCH_DTYPES}
+    | {("torch", n) for n in _TORCH_TYPES | _TORCH_STORAGES | _TORCH_DTYPES | _TORCH_LEGACY_TENSORS}
     | {
         ("torch._tensor", "_rebuild_from_type_v2"),
         ("torch.nn.parameter", "Parameter"),

@@ -13,7 +13,13 @@ from pathlib import Path
 from proxy.models import FileFormat, Finding, Severity
 from proxy.scan.archive import scan_archive
 from proxy.scan.limits import ScanLimits
-from proxy.scan.pickled import scan_npy, scan_pickle_file, scan_torch_zip
+from proxy.scan.pickled import (
+    legacy_storages_framing,
+    legacy_tensors_framing,
+    scan_npy,
+    scan_pickle_file,
+    scan_torch_zip,
+)
 from proxy.scan.sniff import Sniff, sniff_file
 from proxy.scan.state import ScanState
 
@@ -69,7 +75,9 @@ def _run_format_module(fmt: FileFormat, path: Path, state: ScanState, location: 
         state.findings.append(f if f.location else f.model_copy(update={"location": location}))
 
 
-def scan_one(path: Path, state: ScanState, *, location: str, hint: str, depth: int = 0) -> Sniff:
+def scan_one(
+    path: Path, state: ScanState, *, location: str, hint: str, depth: int = 0, in_legacy_tar: bool = False
+) -> Sniff:
     """Sniff `path` and scan it as every format it parses as. Returns the sniff result."""
     sn = sniff_file(path, name_hint=hint)
     for fmt in sn.formats:
@@ -77,11 +85,17 @@ def scan_one(path: Path, state: ScanState, *, location: str, hint: str, depth: i
     for f in sn.findings:
         state.findings.append(f.model_copy(update={"location": f.location or location}))
 
-    def recurse(member: Path, where: str, member_hint: str, member_depth: int) -> None:
-        scan_one(member, state, location=where, hint=member_hint, depth=member_depth)
+    legacy_tar = FileFormat.TORCH_LEGACY_TAR in sn.formats
 
+    def recurse(member: Path, where: str, member_hint: str, member_depth: int) -> None:
+        scan_one(member, state, location=where, hint=member_hint, depth=member_depth, in_legacy_tar=legacy_tar)
+
+    base = hint.rsplit("/", 1)[-1]
     for fmt in sn.formats:
-        if fmt in (FileFormat.PICKLE, FileFormat.JOBLIB):
+        if fmt is FileFormat.PICKLE and in_legacy_tar and base in ("storages", "tensors"):
+            framing = legacy_storages_framing() if base == "storages" else legacy_tensors_framing()
+            scan_pickle_file(path, state, location, between=framing)
+        elif fmt in (FileFormat.PICKLE, FileFormat.JOBLIB):
             scan_pickle_file(path, state, location)
         elif fmt is FileFormat.TORCH_LEGACY:
             # magic, protocol, sys_info, object, storage keys: then raw storage bytes, never unpickled

@@ -612,6 +612,15 @@ def _joblib_layout(state: Dct) -> tuple[int, bool, bool] | None:
     return count * itemsize, dt.hasobject, aligned
 
 
+class LayoutError(Exception):
+    """Bytes between pickles (a container's own framing) do not have the expected layout."""
+
+
+# Called after each pickle with (index, simulated value, reader); consumes the framing bytes that follow
+# and returns False when the container has no more pickles. Raises LayoutError on unexpected framing.
+Between = Callable[[int, object, CountingReader], bool]
+
+
 def scan_pickle_stream(
     stream: BinaryIO,
     *,
@@ -619,10 +628,12 @@ def scan_pickle_stream(
     limits: ScanLimits,
     max_pickles: int | None = None,
     budget: int | None = None,
+    between: Between | None = None,
 ) -> PickleScan:
     """Walk every pickle in `stream` (one after another, as torch legacy files and pickle.load loops do).
 
-    `max_pickles` stops after that many (torch legacy: 5, then raw storage bytes follow). Never raises for
+    `max_pickles` stops after that many (torch legacy: 5, then raw storage bytes follow). `between` walks
+    containers that interleave pickles with binary framing (torch's legacy tar members). Never raises for
     bad input: breakage and limits are findings; `complete=False` when a limit stopped the walk.
     """
     out = PickleScan()
@@ -636,6 +647,13 @@ def scan_pickle_stream(
                 out.first_value = value
             if max_pickles is not None and out.pickles >= max_pickles:
                 break
+            if between is not None:
+                if not between(out.pickles - 1, value, r):
+                    break
+                if out.pickles >= limits.max_pickle_members:
+                    raise BudgetExceeded(f"more than {limits.max_pickle_members} pickles in one stream")
+                machine = _Machine(out, location, limits)
+                continue
             nxt = r.peek1()
             if not nxt:
                 break
@@ -644,9 +662,14 @@ def scan_pickle_stream(
                 machine.finding(Severity.LOW, "pickle.trailing-data", "bytes follow the pickle's STOP opcode", r.pos)
                 break
             machine = _Machine(out, location, limits)
+        if between is not None and r.peek1():
+            machine.finding(Severity.LOW, "pickle.trailing-data", "bytes follow the last framed pickle", r.pos)
     except OpcodeError as exc:
         rule = "pickle.truncated" if exc.eof else "pickle.malformed"
         machine.finding(Severity.MEDIUM, rule, f"{exc} (scanned up to here)", exc.pos)
+    except LayoutError as exc:
+        out.complete = False  # the rest of the stream cannot be located, so it is unscanned
+        machine.finding(Severity.MEDIUM, "pickle.layout", f"scan stopped: {exc}", r.pos)
     except BudgetExceeded as exc:
         out.complete = False
         machine.finding(Severity.MEDIUM, "pickle.limit", f"scan stopped: {exc}", r.pos)

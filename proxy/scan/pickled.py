@@ -18,7 +18,8 @@ from typing import BinaryIO
 from proxy.models import Severity
 from proxy.scan import engines
 from proxy.scan.archive import unsafe_member_name
-from proxy.scan.pickle import PickleScan, scan_pickle_stream
+from proxy.scan.opcodes import CountingReader
+from proxy.scan.pickle import Between, Global, LayoutError, PickleScan, Seq, scan_pickle_stream
 from proxy.scan.state import ScanState
 
 
@@ -31,13 +32,19 @@ def _record(ours: PickleScan, data: bytes | None, state: ScanState, location: st
 
 
 def scan_pickle_file(
-    path: Path, state: ScanState, location: str, *, max_pickles: int | None = None, offset: int = 0
+    path: Path,
+    state: ScanState,
+    location: str,
+    *,
+    max_pickles: int | None = None,
+    offset: int = 0,
+    between: Between | None = None,
 ) -> None:
     """Raw pickle streams (one or several in a row), optionally starting at `offset`."""
     limits = state.limits
     with path.open("rb") as f:
         f.seek(offset)
-        ours = scan_pickle_stream(f, location=location, limits=limits, max_pickles=max_pickles)
+        ours = scan_pickle_stream(f, location=location, limits=limits, max_pickles=max_pickles, between=between)
         data = None
         if state.run_engines:
             data = _pickle_bytes(f, offset, ours)
@@ -133,3 +140,93 @@ def scan_npy(path: Path, state: ScanState, location: str) -> None:
     if "O" in repr(descr):
         state.add(Severity.INFO, "numpy.object-array", "object array: its payload is a pickle", location)
         scan_pickle_file(path, state, f"{location}+pickle", offset=start + hlen)
+
+
+# torch's legacy tar format (PyTorch < 0.4): members `storages` and `tensors` interleave pickles with raw
+# framing; torch.load unpickles every header, so every header is walked.
+_ELEMENT_SIZE = {
+    "DoubleStorage": 8,
+    "FloatStorage": 4,
+    "HalfStorage": 2,
+    "BFloat16Storage": 2,
+    "LongStorage": 8,
+    "IntStorage": 4,
+    "ShortStorage": 2,
+    "CharStorage": 1,
+    "ByteStorage": 1,
+    "BoolStorage": 1,
+    "ComplexDoubleStorage": 16,
+    "ComplexFloatStorage": 8,
+    "QInt8Storage": 1,
+    "QUInt8Storage": 1,
+    "QInt32Storage": 4,
+}
+
+
+def _count(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise LayoutError(f"{what}: expected a count, got {type(value).__name__}")
+    return value
+
+
+def _header(value: object, what: str) -> list[object]:
+    if not isinstance(value, Seq) or len(value.items) != 3:
+        raise LayoutError(f"{what}: expected a 3-tuple header")
+    return value.items
+
+
+def _read_int(r: CountingReader, fmt: str, what: str) -> int:
+    size = struct.calcsize(fmt)
+    data = r.read(size)
+    if len(data) != size:
+        raise LayoutError(f"{what}: end of data")
+    value = struct.unpack(fmt, data)[0]
+    assert isinstance(value, int)
+    return value
+
+
+def legacy_storages_framing() -> Between:
+    """`storages`: count, then per storage a (key, location, type) pickle + int64 numel + raw bytes, then
+    one storage-views pickle."""
+    total = -1
+
+    def between(index: int, value: object, r: CountingReader) -> bool:
+        nonlocal total
+        if index == 0:
+            total = _count(value, "storages")
+            return True
+        if index > total:
+            return False  # that was the storage-views pickle
+        storage_type = _header(value, "storage header")[2]
+        name = storage_type.name if isinstance(storage_type, Global) else ""
+        if name not in _ELEMENT_SIZE:
+            raise LayoutError(f"storage header names an unknown storage type {name or storage_type!r}")
+        numel = _read_int(r, "<q", "storage size")
+        if numel < 0:
+            raise LayoutError("negative storage size")
+        nbytes = numel * _ELEMENT_SIZE[name]
+        if r.skip(nbytes) != nbytes:
+            raise LayoutError("storage data ends early")
+        return True
+
+    return between
+
+
+def legacy_tensors_framing() -> Between:
+    """`tensors`: count, then per tensor a (key, storage id, type) pickle + ndim, sizes, strides, offset."""
+    total = -1
+
+    def between(index: int, value: object, r: CountingReader) -> bool:
+        nonlocal total
+        if index == 0:
+            total = _count(value, "tensors")
+            return total > 0
+        _header(value, "tensor header")
+        ndim = _read_int(r, "<i", "tensor ndim")
+        if not 0 <= ndim <= 64:
+            raise LayoutError(f"tensor with {ndim} dimensions")
+        if r.skip(4 + 16 * ndim + 8) != 4 + 16 * ndim + 8:
+            raise LayoutError("tensor framing ends early")
+        return index < total
+
+    return between

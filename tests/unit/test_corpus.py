@@ -73,7 +73,7 @@ def test_payloads_are_live_when_actually_loaded(tmp_path: Path) -> None:
         from tests import corpus
         import numpy as np, torch, joblib
         base = Path({str(tmp_path)!r})
-        m = [base / f"m{{i}}" for i in range(5)]
+        m = [base / f"m{{i}}" for i in range(6)]
         pickle.loads(corpus.os_system(m[0]))
         torch.load(io.BytesIO(corpus.torch_zip(corpus.Reduce(__import__("os").system, f"touch {{m[1]}}"))),
                    weights_only=False)
@@ -87,8 +87,14 @@ def test_payloads_are_live_when_actually_loaded(tmp_path: Path) -> None:
             pass
         joblib.load(io.BytesIO(corpus.joblib_bytes({{"p": corpus.Reduce(__import__("os").system, f"touch {{m[4]}}")}},
                                                    ("zlib", 3))))
+        legacy = base / "legacy.tar"  # torch reads the legacy tar format only from a real file
+        legacy.write_bytes(corpus.torch_legacy_tar(m[5]))
+        try:
+            torch.load(legacy, weights_only=False)
+        except Exception:
+            pass
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], check=False, timeout=120, capture_output=True, text=True)
     made = sorted(p.name for p in tmp_path.glob("m*"))
-    assert made == ["m0", "m1", "m2", "m3", "m4"], proc.stderr[-2000:]
+    assert made == ["m0", "m1", "m2", "m3", "m4", "m5"], proc.stderr[-2000:]

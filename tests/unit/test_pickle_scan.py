@@ -247,3 +247,15 @@ def test_hostile_fx_code_is_critical(tmp_path: Path) -> None:
     scan = walk(pickle.dumps(corpus.fx_graph_module_payload(tmp_path / "m"), protocol=2))
     crit = [f for f in scan.findings if f.severity is Severity.CRITICAL]
     assert any("imports os" in f.message for f in crit)
+
+
+def test_legacy_storages_framing_walks_every_header_and_fails_closed_on_odd_layout() -> None:
+    from proxy.scan.pickled import legacy_storages_framing
+
+    header = b"\x80\x02(K\x00X\x03\x00\x00\x00cpuctorch\nFloatStorage\nt."  # (0, "cpu", torch.FloatStorage)
+    good = pickle.dumps(1, protocol=2) + header + struct.pack("<q", 2) + b"\0" * 8 + pickle.dumps([], protocol=2)
+    scan = walk(good, between=legacy_storages_framing())
+    assert scan.complete and scan.pickles == 3 and scan.findings == []
+    odd = pickle.dumps(1, protocol=2) + pickle.dumps((0, "cpu", "not a type"), protocol=2) + b"\0" * 16
+    scan = walk(odd, between=legacy_storages_framing())
+    assert not scan.complete and "pickle.layout" in rules(scan)
