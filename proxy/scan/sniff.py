@@ -134,6 +134,17 @@ def looks_like_pickle(head: bytes, size: int) -> bool:
         return len(head) >= HEAD and ops >= 16
 
 
+def _first_value_is_legacy_magic(head: bytes) -> bool:
+    """torch's legacy format starts with a pickled magic number, in whatever protocol it was saved with."""
+    if not (len(head) >= 2 and head[0] == 0x80) or len(head) < 12:
+        return False
+    from proxy.scan.limits import ScanLimits
+    from proxy.scan.pickle import TORCH_LEGACY_MAGIC, scan_pickle_stream
+
+    scan = scan_pickle_stream(io.BytesIO(head[:64]), location="", limits=ScanLimits(), max_pickles=1)
+    return scan.pickles == 1 and scan.first_value == TORCH_LEGACY_MAGIC
+
+
 def _is_safetensors(head: bytes, size: int) -> bool:
     if len(head) < 10:
         return False
@@ -255,7 +266,7 @@ def _primary(path: Path, head: bytes, size: int, hint: str) -> tuple[FileFormat,
         names = zip_names(path)
         if names is not None:
             return classify_zip(names), tuple(names)
-    if head.startswith(TORCH_LEGACY_PREFIX):
+    if head.startswith(TORCH_LEGACY_PREFIX) or _first_value_is_legacy_magic(head):
         return FileFormat.TORCH_LEGACY, ()
     if looks_like_pickle(head, size):
         if b"joblib.numpy_pickle" in head[:4096] or b"NumpyArrayWrapper" in head[:4096]:

@@ -190,6 +190,15 @@ def test_formats_by_content(tmp_path: Path, kind: str) -> None:
     assert sn.format is EXPECT[kind], (kind, sn)
 
 
+@pytest.mark.parametrize("proto", [2, 3, 4, 5])
+def test_torch_legacy_in_any_pickle_protocol(tmp_path: Path, proto: int) -> None:
+    import torch
+
+    p = tmp_path / "legacy.bin"
+    torch.save({"w": torch.ones(2)}, p, _use_new_zipfile_serialization=False, pickle_protocol=proto)
+    assert sniff_file(p).format is FileFormat.TORCH_LEGACY
+
+
 def test_unknown_binary_is_a_medium_finding(tmp_path: Path) -> None:
     sn = sniff_file(_write(tmp_path, "blob.safetensors", os.urandom(4096)))
     assert sn.format is FileFormat.UNKNOWN
