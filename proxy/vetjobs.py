@@ -118,8 +118,8 @@ class VetJobs:
             await asyncio.shield(self._save(state))
             raise
         except HubgateError as exc:
-            what = f"{state['repo_id']}@{state['revision']}"
-            state["state"], state["error"] = "failed", f"hubgate: cannot vet {what}: {exc.message}"
+            what, why = f"{state['repo_id']}@{state['revision']}", exc.message.removeprefix("hubgate: ")
+            state["state"], state["error"] = "failed", f"hubgate: cannot vet {what}: {why}"
         except Exception as exc:  # the job must end in a state a poller can see
             log.exception("vet job %s failed", state["id"])
             state["state"], state["error"] = "failed", f"hubgate: internal error: {type(exc).__name__}: {exc}"
