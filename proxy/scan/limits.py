@@ -28,6 +28,8 @@ class ScanLimits(BaseModel):
     max_pickle_opcodes: int = Field(default=50_000_000, ge=1)
     max_pickle_members: int = Field(default=1_000, ge=1)  # pickles inside one torch zip / legacy file
     max_memo_entries: int = Field(default=1_000_000, ge=1)
+    # fickling/modelscan hold a whole pickle in memory (several times over); beyond this only ours runs
+    max_engine_bytes: int = Field(default=512 * MB, ge=0)
     # headers / small structured files
     max_header_bytes: int = Field(default=100 * MB, ge=0)  # safetensors JSON header, GGUF metadata
     max_json_bytes: int = Field(default=50 * MB, ge=0)  # config.json, tokenizer.json, ...

@@ -31,6 +31,22 @@ def _record(ours: PickleScan, data: bytes | None, state: ScanState, location: st
         engines.check_pickle(data, location=location, ours=ours, state=state)
 
 
+def _engine_bytes_wanted(state: ScanState, ours: PickleScan, location: str) -> bool:
+    """External engines only run on pickles small enough for them to hold in memory."""
+    if not state.run_engines:
+        return False
+    if ours.bytes_walked > state.limits.max_engine_bytes:
+        state.add(
+            Severity.LOW,
+            "engine.skipped",
+            f"pickle of {ours.bytes_walked} bytes is above the {state.limits.max_engine_bytes}-byte limit for "
+            "fickling/modelscan; the hubgate allowlist engine scanned it alone",
+            location,
+        )
+        return False
+    return True
+
+
 def scan_pickle_file(
     path: Path,
     state: ScanState,
@@ -45,9 +61,7 @@ def scan_pickle_file(
     with path.open("rb") as f:
         f.seek(offset)
         ours = scan_pickle_stream(f, location=location, limits=limits, max_pickles=max_pickles, between=between)
-        data = None
-        if state.run_engines:
-            data = _pickle_bytes(f, offset, ours)
+        data = _pickle_bytes(f, offset, ours) if _engine_bytes_wanted(state, ours, location) else None
     _record(ours, data, state, location)
 
 
@@ -103,7 +117,7 @@ def scan_torch_zip(path: Path, state: ScanState, location: str) -> None:
                 state.give_up("pickle.limit", f"pickle member larger than {limits.max_pickle_bytes} bytes", where)
                 continue
             ours = scan_pickle_stream(io.BytesIO(data), location=where, limits=limits)
-            _record(ours, data, state, where)
+            _record(ours, data if _engine_bytes_wanted(state, ours, where) else None, state, where)
     if scanned == 0:
         state.give_up("torch.no-pickle", "torch zip without a readable pickle member", location)
 

@@ -259,3 +259,13 @@ def test_legacy_storages_framing_walks_every_header_and_fails_closed_on_odd_layo
     odd = pickle.dumps(1, protocol=2) + pickle.dumps((0, "cpu", "not a type"), protocol=2) + b"\0" * 16
     scan = walk(odd, between=legacy_storages_framing())
     assert not scan.complete and "pickle.layout" in rules(scan)
+
+
+def test_external_engines_skip_pickles_above_their_limit(tmp_path: Path) -> None:
+    from proxy.scan import scan_path
+
+    p = tmp_path / "arrays.pkl"
+    p.write_bytes(pickle.dumps({"a": np.zeros(100_000)}, protocol=4))
+    report = scan_path(p, limits=ScanLimits(max_engine_bytes=10_000))
+    assert report.verdict.value == "clean"
+    assert [f.rule for f in report.findings] == ["engine.skipped"]
