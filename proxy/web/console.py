@@ -26,12 +26,13 @@ import jinja2
 from aiohttp import web
 
 from proxy import admin
-from proxy.errors import HubgateError
+from proxy.errors import BadRequest, HubgateError
 from proxy.hfmeta import info_key, repo_meta_from_info
-from proxy.models import VerdictStatus
+from proxy.models import REPO_ID_RE, RepoType, VerdictStatus
 from proxy.pipeline import servable
 from proxy.policy import base_models_of, licenses_of
 from proxy.web.keys import BLOBS, POLICY, SETTINGS, STORE
+from proxy.web.workflow import VETJOBS
 
 COOKIE = "hubgate_session"
 SESSION_SECONDS = 8 * 3600
@@ -328,6 +329,36 @@ async def audit_page(request: web.Request) -> web.Response:
     return _page(request, "audit.html", session, entries=entries, filters=dict(q))
 
 
+async def vet_page(request: web.Request) -> web.Response:
+    session = _signed_in(request)
+    job = None
+    if "job" in request.match_info:
+        job = await request.app[VETJOBS].get(request.match_info["job"])
+        if job is None:
+            raise web.HTTPNotFound(text="hubgate: no such vet job (jobs are kept 7 days)")
+    return _page(request, "vet.html", session, job=job)
+
+
+async def vet_start(request: web.Request) -> web.Response:
+    session = _signed_in(request)
+    form = await _form(request, session)
+    repo = form.get("repo", "").strip()
+    try:
+        if not REPO_ID_RE.match(repo):
+            raise BadRequest(f"hubgate: {repo!r} is not a repo id (org/name)")
+        job = await request.app[VETJOBS].start(
+            repo,
+            revision=form.get("revision", "").strip() or "main",
+            include=form.get("include", "").split(),
+            exclude=form.get("exclude", "").split(),
+            repo_type=RepoType(form.get("repo_type") or "model"),
+            by=str(session["n"]),
+        )
+    except (HubgateError, ValueError) as exc:
+        raise _back("/admin/vet", error=getattr(exc, "message", str(exc))) from exc
+    raise _back(f"/admin/vet/{job['id']}", flash=f"vetting {repo} (job {job['id']})")
+
+
 def _fmt_time(ts: Any) -> str:
     try:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(ts))) + " UTC"
@@ -379,3 +410,6 @@ def setup_console(app: web.Application) -> None:
     app.router.add_post("/admin/waivers", _answers(waiver_create))
     app.router.add_post("/admin/waivers/{id}/revoke", _answers(waiver_revoke))
     app.router.add_get("/admin/audit", _answers(audit_page))
+    app.router.add_get("/admin/vet", _answers(vet_page))
+    app.router.add_post("/admin/vet", _answers(vet_start))
+    app.router.add_get("/admin/vet/{job}", _answers(vet_page))

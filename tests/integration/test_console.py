@@ -44,6 +44,8 @@ def browser() -> Iterator[Any]:
 
 
 def test_sign_in_approve_then_the_client_downloads(make_hubgate, fake_hub: FakeHub, browser: Any) -> None:
+    from playwright.sync_api import expect
+
     weights = safetensors_bytes()
     add_model(fake_hub, "acme/unlicensed", card=None, **{"model.safetensors": weights})
     add_model(fake_hub, "acme/noncommercial", card=NC_CARD)
@@ -122,6 +124,14 @@ def test_sign_in_approve_then_the_client_downloads(make_hubgate, fake_hub: FakeH
     page.click("form[action='/admin/audit'] button")
     rows = page.locator("tbody tr")
     assert rows.count() == 1 and "approve" in rows.first.inner_text()
+
+    # prefetch from the console: the job page refreshes itself until the job is done
+    page.goto(f"{gate.url}/admin/vet")
+    page.fill("input[name=repo]", "acme/noncommercial")
+    page.fill("input[name=include]", "config.json")
+    page.click("form[action='/admin/vet'] button")
+    expect(page.locator("#job-state")).to_have_text("done", timeout=20_000)  # our CSP forbids eval
+    assert "config.json" in page.inner_text("table") and "blocked" in page.inner_text("table")
 
     page.click("text=Sign out")
     assert "/admin/login" in page.url
