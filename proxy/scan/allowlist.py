@@ -8,6 +8,7 @@ needs a review of what calling (or instantiating) the target with attacker-chose
 
 from __future__ import annotations
 
+import _compat_pickle
 import hashlib
 from enum import StrEnum
 
@@ -133,6 +134,7 @@ ALLOWED: frozenset[tuple[str, str]] = frozenset(
     | {("torch", n) for n in _TORCH_TYPES | _TORCH_STORAGES | _TORCH_DTYPES | _TORCH_LEGACY_TENSORS}
     | {
         ("torch._tensor", "_rebuild_from_type_v2"),
+        ("torch.tensor", "_rebuild_from_type_v2"),  # torch.load maps the old module name to torch._tensor
         ("torch.nn.parameter", "Parameter"),
         ("torch.serialization", "_get_layout"),
         ("torch.fx._symbolic_trace", "Tracer"),  # the default tracer a GraphModule re-traces with
@@ -381,9 +383,36 @@ class GlobalClass(StrEnum):
     UNKNOWN = "unknown"  # high
 
 
+_RANK = {
+    GlobalClass.ALLOWED: 0,
+    GlobalClass.CALL_PATTERN: 1,
+    GlobalClass.FX: 2,
+    GlobalClass.UNKNOWN: 3,
+    GlobalClass.DANGEROUS: 4,
+}
+
+
+def _compat_name(module: str, name: str) -> tuple[str, str]:
+    """What a Python 3 unpickler really imports for a protocol 0-2 name (fix_imports=True maps Python 2
+    names, e.g. __builtin__.reduce -> functools.reduce)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
 def classify_global(module: str, name: str) -> GlobalClass:
-    """Classify one import target. Dotted names are resolved by attribute walk at load time (protocol 4),
-    so every segment of the full path counts, and no dotted name is ever on the allowlist."""
+    """Classify one import target: the name as written and as the unpickler's Python 2 mapping resolves
+    it, whichever is worse. Dotted names are resolved by attribute walk at load time (protocol 4), so
+    every segment of the full path counts, and no dotted name is ever on the allowlist."""
+    as_written = _classify(module, name)
+    mapped = _compat_name(module, name)
+    if mapped == (module, name):
+        return as_written
+    as_loaded = _classify(*mapped)
+    return max(as_written, as_loaded, key=_RANK.__getitem__)
+
+
+def _classify(module: str, name: str) -> GlobalClass:
     if (module, name) in ALLOWED:
         return GlobalClass.ALLOWED
     if (module, name) in CALL_PATTERN_ONLY:

@@ -54,6 +54,11 @@ def rules(scan: PickleScan, at_least: Severity = Severity.INFO) -> set[str]:
         ("torch", "serialization.os.system", GlobalClass.DANGEROUS),
         ("torch", "_utils.__dict__", GlobalClass.DANGEROUS),
         ("argparse", "Namespace", GlobalClass.UNKNOWN),
+        # Python 2 names the unpickler maps (fix_imports): judged by what is really imported
+        ("__builtin__", "reduce", GlobalClass.DANGEROUS),  # -> functools.reduce
+        ("__builtin__", "intern", GlobalClass.DANGEROUS),  # -> sys.intern
+        ("copy_reg", "_reconstructor", GlobalClass.ALLOWED),
+        ("UserDict", "UserDict", GlobalClass.UNKNOWN),  # -> collections.UserDict
         ("__main__", "MyModel", GlobalClass.UNKNOWN),
     ],
 )
