@@ -9,12 +9,8 @@ Templates autoescape everything.
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
 import hmac
-import json
-import secrets
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -32,63 +28,14 @@ from proxy.models import REPO_ID_RE, RepoType, VerdictStatus
 from proxy.pipeline import servable
 from proxy.policy import base_models_of, licenses_of
 from proxy.web.keys import BLOBS, POLICY, SETTINGS, STORE
+from proxy.web.session import COOKIE, SESSION_SECONDS, current_session, make_cookie, session_key
 from proxy.web.workflow import VETJOBS
 
-COOKIE = "hubgate_session"
-SESSION_SECONDS = 8 * 3600
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@")
 
 
-# ---- sessions -----------------------------------------------------------------------------------------
-
-
-def _key(request: web.Request) -> bytes | None:
-    token = request.app[SETTINGS].admin_token
-    if token is None:
-        return None
-    return hmac.new(token.get_secret_value().encode(), b"hubgate-console-session-v1", hashlib.sha256).digest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def make_cookie(key: bytes, name: str, now: float) -> tuple[str, dict[str, Any]]:
-    session = {"n": name, "e": int(now + SESSION_SECONDS), "c": secrets.token_urlsafe(24)}
-    payload = _b64(json.dumps(session, separators=(",", ":")).encode())
-    signature = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
-    return f"{payload}.{signature}", session
-
-
-def read_cookie(key: bytes, value: str, now: float) -> dict[str, Any] | None:
-    """The session if the cookie is ours, intact and unexpired; None otherwise."""
-    payload, _, signature = value.partition(".")
-    expected = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
-    if not signature or not hmac.compare_digest(signature.encode(), expected.encode()):
-        return None
-    try:
-        session = json.loads(_unb64(payload))
-    except ValueError:
-        return None
-    if not isinstance(session, dict) or not isinstance(session.get("e"), int) or session["e"] <= now:
-        return None
-    return session
-
-
-def _session(request: web.Request) -> dict[str, Any] | None:
-    key = _key(request)
-    value = request.cookies.get(COOKIE)
-    if key is None or not value:
-        return None
-    return read_cookie(key, value, time.time())
-
-
 def _signed_in(request: web.Request) -> dict[str, Any]:
-    session = _session(request)
+    session = current_session(request)
     if session is None:
         raise web.HTTPSeeOther("/admin/login?" + urlencode({"next": request.path_qs}))
     return session
@@ -130,7 +77,7 @@ async def login_page(request: web.Request) -> web.Response:
 
 
 async def login(request: web.Request) -> web.Response:
-    key = _key(request)
+    key = session_key(request)
     form = await request.post()
     target = str(form.get("next", "/admin/"))
     if not target.startswith("/admin/") or target.startswith("//"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from proxy.web.console import SESSION_SECONDS, make_cookie, read_cookie
+from proxy.web.session import SESSION_SECONDS, make_cookie, read_cookie
 
 KEY = hmac.new(b"token", b"hubgate-console-session-v1", hashlib.sha256).digest()
 
