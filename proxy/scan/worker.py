@@ -6,18 +6,24 @@ process instead of paying the imports. Never imports aiohttp or redis.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import resource
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from proxy.scan import engines
+from proxy.scan.dispatch import FORMAT_MODULES
 from proxy.scan.limits import ScanLimits
 from proxy.scan.scanner import failure_report, hubgate_version, scan_path
 
 engines.preload()
 hubgate_version()
 engines.engine_versions()
+for _module in sorted(set(FORMAT_MODULES.values())):  # the format scanners and their libraries (h5py, jinja2)
+    with contextlib.suppress(Exception):  # a missing scanner is reported per scan, not here
+        importlib.import_module(f"proxy.scan.{_module}")
 
 MB = 1024 * 1024
 
