@@ -204,7 +204,11 @@ async def start_vet(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise BadRequest("hubgate: repo_type is model, dataset or space") from exc
     include, exclude = body.get("include") or [], body.get("exclude") or []
-    if not all(isinstance(g, str) for g in [*include, *exclude]):
+    if (
+        not isinstance(include, list)
+        or not isinstance(exclude, list)
+        or not all(isinstance(g, str) for g in [*include, *exclude])
+    ):
         raise BadRequest("hubgate: include and exclude are lists of globs")
     job = await request.app[workflow.VETJOBS].start(
         repo,

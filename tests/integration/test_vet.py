@@ -69,6 +69,7 @@ def test_vet_api_returns_a_job_any_replica_can_answer(make_hubgate, fake_hub: Fa
 
     assert api(first, "GET", "/admin/api/vet/vnope").status == 404
     assert api(first, "POST", "/admin/api/vet", {"repo": "not a repo"}).status == 400
+    assert api(first, "POST", "/admin/api/vet", {"repo": "acme/model", "include": "*.json"}).status == 400
     assert request("POST", f"{first.url}/admin/api/vet", body=b"{}").status == 401
 
 
