@@ -139,6 +139,22 @@ def report_is_current(report: ScanReport, versions: dict[str, str]) -> bool:
     return bool(report.engines) and all(versions.get(engine) == version for engine, version in report.engines.items())
 
 
+class _Tracked(dict[int, object]):
+    """The workers of one scan call, mirrored into the pool's registry of all active workers."""
+
+    def __init__(self, registry: dict[int, object]) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def __setitem__(self, pid: int, proc: object) -> None:
+        super().__setitem__(pid, proc)
+        self.registry[pid] = proc
+
+    def pop(self, pid: int, default: object = None) -> object:  # type: ignore[override]
+        self.registry.pop(pid, None)
+        return super().pop(pid, default)
+
+
 class ScanPool:
     """Bounded concurrent scans in worker processes; `scan` never blocks the event loop."""
 
@@ -174,19 +190,25 @@ class ScanPool:
     async def scan(self, path: Path, *, display_name: str = "", known_sha256: str | None = None) -> ScanReport:
         if self._closed:
             raise RuntimeError("ScanPool is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor,
-            lambda: scan_in_subprocess(
-                path,
-                display_name=display_name,
-                known_sha256=known_sha256,
-                timeout=self.timeout,
-                memory_mb=self.memory_mb,
-                limits=self.limits,
-                on_start=self._active,
-            ),
+        mine = _Tracked(self._active)
+        future = self._executor.submit(
+            scan_in_subprocess,
+            path,
+            display_name=display_name,
+            known_sha256=known_sha256,
+            timeout=self.timeout,
+            memory_mb=self.memory_mb,
+            limits=self.limits,
+            on_start=mine,
         )
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            # nobody wants the answer any more: do not leave a worker scanning for nobody
+            future.cancel()
+            for proc in list(mine.values()):
+                getattr(proc, "kill", lambda: None)()
+            raise
 
     async def close(self) -> None:
         self._closed = True

@@ -152,3 +152,25 @@ async def test_concurrency_is_bounded_by_workers(tmp_path: Path) -> None:
 def test_pool_rejects_zero_workers() -> None:
     with pytest.raises(ValueError, match="at least one worker"):
         ScanPool(workers=0, timeout=1, memory_mb=1)
+
+
+async def test_cancelling_a_scan_kills_its_worker(tmp_path: Path) -> None:
+    pool = ScanPool(workers=1, timeout=30, memory_mb=4096)
+    try:
+        task = asyncio.ensure_future(pool.scan(_slow_pickle(tmp_path)))
+        for _ in range(200):
+            if pool.active_pids:
+                break
+            await asyncio.sleep(0.02)
+        (pid,) = pool.active_pids
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("worker still running after cancel")
+    finally:
+        await pool.close()
