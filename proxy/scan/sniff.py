@@ -330,7 +330,7 @@ def sniff_file(path: Path, *, name_hint: str = "") -> Sniff:
     # where torch.load runs the pickle and a zip-only scanner reads the zip) or a prefixed archive.
     if fmt not in (FileFormat.EMPTY,) and not head.startswith(_ZIP_STARTS) and size >= 22:
         tail_names = zip_names(path)
-        if tail_names is not None:
+        if tail_names:  # an empty directory carries nothing, and random tensor bytes can mimic one
             formats.append(classify_zip(tail_names))
             names = names or tuple(tail_names)
             findings.append(
