@@ -70,9 +70,9 @@ def timed(fn) -> tuple[float, str]:  # type: ignore[no-untyped-def]
     return time.monotonic() - started, out
 
 
-def run_cli(argv: list[str], timeout: float) -> str:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+def run_cli(argv: list[str], timeout: float, cwd: Path | None = None) -> str:
+    try:  # cwd: fickling --check-safety writes safety_results.json into the working directory
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd)
     except subprocess.TimeoutExpired:
         return "timeout"
     return f"exit {proc.returncode}"
@@ -114,7 +114,9 @@ def main() -> int:
             )
             ms_s, ms_out = timed(lambda path=path: run_cli([str(BIN / "modelscan"), "-p", str(path)], args.timeout))
             fk_s, fk_out = timed(
-                lambda path=path: run_cli([str(BIN / "fickling"), "--check-safety", str(path)], args.timeout)
+                lambda path=path: run_cli(
+                    [str(BIN / "fickling"), "--check-safety", str(path)], args.timeout, cwd=workdir
+                )
             )
             rows.append(
                 {
