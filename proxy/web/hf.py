@@ -80,7 +80,12 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
         raise
     pipeline.metrics.served_files.inc()
     headers = {"X-Repo-Commit": commit, "Accept-Ranges": "bytes"}
-    if verdict.status is not VerdictStatus.APPROVED:
+    if verdict.decided_by.startswith("waiver:"):
+        headers["X-HF-Warning"] = (
+            f"hubgate; served under {verdict.decided_by.replace(':', ' ')}: {'; '.join(verdict.reasons)}"
+            f" (artifact {verdict.artifact_id})"
+        )
+    elif verdict.status is not VerdictStatus.APPROVED:
         headers["X-HF-Warning"] = (
             f"hubgate; audit mode: {verdict.status.value} by policy but served: {'; '.join(verdict.reasons)}"
             f" (artifact {verdict.artifact_id})"

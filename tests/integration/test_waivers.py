@@ -42,6 +42,7 @@ def test_artifact_waiver_serves_until_revoked_and_is_audited_once(make_hubgate, 
     for _ in range(3):
         served = get_until_done(url)
         assert served.status == 200 and served.body == weights
+        assert f"served under waiver {waiver['id']}" in (served.header("X-HF-Warning") or "")
     applied = gate.call(gate.store.read_audit(event="served-under-waiver"))
     assert len(applied) == 1 and applied[0]["artifact_id"] == aid and waiver["id"] in applied[0]["detail"]
     stored = gate.call(gate.store.get_verdict(aid))
