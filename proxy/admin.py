@@ -53,40 +53,35 @@ def _require_reason(reason: str) -> str:
     return reason
 
 
+async def _record_admin_decision(
+    store: VerdictStore, verdict: Verdict, status: VerdictStatus, *, event: str, by: str, reason: str
+) -> Verdict:
+    updated = verdict.model_copy(
+        update={
+            "status": status,
+            "admin_status": status,
+            "admin_reason": reason,
+            "admin_by": by,
+            "decided_by": f"admin:{by}",
+            "updated_at": time.time(),
+        }
+    )
+    await store.put_verdict(updated, event=event, actor=f"admin:{by}", detail={"reason": reason})
+    return updated
+
+
 async def approve(store: VerdictStore, blobs: BlobStore, id_or_ref: str, *, by: str, reason: str) -> Verdict:
     verdict = await find_artifact(store, id_or_ref)
     reason = _require_reason(reason)
     if verdict.sha256 and blobs.quarantine_path(verdict.sha256) and not blobs.blob_path(verdict.sha256):
         await blobs.promote(verdict.sha256)
-    updated = verdict.model_copy(
-        update={
-            "status": VerdictStatus.APPROVED,
-            "admin_status": VerdictStatus.APPROVED,
-            "admin_reason": reason,
-            "admin_by": by,
-            "decided_by": f"admin:{by}",
-            "updated_at": time.time(),
-        }
-    )
-    await store.put_verdict(updated, event="approve", actor=f"admin:{by}", detail={"reason": reason})
-    return updated
+    return await _record_admin_decision(store, verdict, VerdictStatus.APPROVED, event="approve", by=by, reason=reason)
 
 
 async def reject(store: VerdictStore, id_or_ref: str, *, by: str, reason: str) -> Verdict:
     verdict = await find_artifact(store, id_or_ref)
     reason = _require_reason(reason)
-    updated = verdict.model_copy(
-        update={
-            "status": VerdictStatus.REJECTED,
-            "admin_status": VerdictStatus.REJECTED,
-            "admin_reason": reason,
-            "admin_by": by,
-            "decided_by": f"admin:{by}",
-            "updated_at": time.time(),
-        }
-    )
-    await store.put_verdict(updated, event="reject", actor=f"admin:{by}", detail={"reason": reason})
-    return updated
+    return await _record_admin_decision(store, verdict, VerdictStatus.REJECTED, event="reject", by=by, reason=reason)
 
 
 async def revoke(store: VerdictStore, id_or_ref: str, *, by: str, reason: str) -> Verdict:

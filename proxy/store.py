@@ -46,15 +46,8 @@ def _storage_error(action: str, exc: OSError) -> Unavailable:
     return Unavailable(f"hubgate: storage is unavailable ({action}: {exc}); refusing to serve until it is fixed")
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a directory makes its renames durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -62,7 +55,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _file_sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(READ_CHUNK):
@@ -293,10 +286,10 @@ class BlobStore:
             size = path.stat().st_size
             if expected_size >= 0 and size != expected_size:
                 why = f"{size} bytes, expected {expected_size}"
-            elif _file_sha256(path) != sha:
+            elif sha256_file(path) != sha:
                 why = "content does not match its sha256"
             else:
-                _fsync_file(path)
+                fsync_path(path)
                 report.pending_verified.append(sha)
                 continue
             log.error("deleting torn file %s (%s)", path, why)
@@ -304,9 +297,9 @@ class BlobStore:
             report.torn_removed.append(f"{where}/{sha}: {why}")
         for path in candidates:
             if path.exists():
-                _fsync_dir(path.parent)
+                fsync_path(path.parent)
         marker.unlink()
-        _fsync_dir(self.pending_dir)
+        fsync_path(self.pending_dir)
 
     # -- writing ------------------------------------------------------------------------------------
 
@@ -414,7 +407,7 @@ class BlobStore:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(self.pending_dir)
+        fsync_path(self.pending_dir)
 
     def _make_durable(self, sha: str) -> None:
         previous = self._durability.get(sha)
@@ -444,10 +437,10 @@ class BlobStore:
         """fsync the file under its current name and that name's directory; False if it was not found."""
         for path in (self._blob_file(sha), self._quarantine_file(sha)):
             try:
-                _fsync_file(path)
+                fsync_path(path)
             except FileNotFoundError:
                 continue  # moved meanwhile (the move queues its own pass) or never there
-            _fsync_dir(path.parent)
+            fsync_path(path.parent)
             return True
         return False
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 
 from proxy.errors import BadRequest, HubgateError, IntegrityError
 from proxy.models import Frozen, VerdictStatus
+from proxy.store import fsync_path, sha256_file
 from proxy.upstreams.github import HubSpec
 from proxy.upstreams.torch import WeightName, torch_hash_prefix
 
@@ -95,22 +96,6 @@ class Problem(Frozen):
 Lookup = Callable[[CheckpointEntry | HubEntry], CurrentVerdict | None]
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def _tmp_file(directory: Path, hint: str) -> Iterator[Path]:
     tmp = directory / f"{_TMP_PREFIX}{hint}.{uuid.uuid4().hex}.partial"
@@ -139,7 +124,7 @@ def _atomic_text(path: Path, text: str) -> None:
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 class Mirror:
@@ -172,7 +157,7 @@ class Mirror:
                 raise IntegrityError(f"{name.path}: received sha256 {got}, hubgate approved {sha256}; not written")
             tmp.chmod(0o644)
             os.replace(tmp, target)
-        _fsync_dir(self.checkpoints_dir)
+        fsync_path(self.checkpoints_dir)
         entry = CheckpointEntry(
             basename=name.basename, path=name.path, sha256=sha256, size=size, artifact_id=artifact_id
         )
@@ -234,7 +219,7 @@ def _swap_dir(new: Path, target: Path, work: Path) -> None:
     if target.exists():
         os.replace(target, work / "old")
     os.replace(new, target)
-    _fsync_dir(target.parent)
+    fsync_path(target.parent)
 
 
 def extract_top_folder(archive: Path, dest: Path) -> dict[str, str]:

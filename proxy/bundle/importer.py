@@ -374,7 +374,7 @@ def build_verdict(
     return Verdict(
         artifact_id=ref.artifact_id,
         status=status,
-        reasons=[f"{r.message} (rule {r.rule})" for r in decision.reasons if r.action is not Action.ALLOW],
+        reasons=[r.message for r in decision.reasons if r.action is not Action.ALLOW],
         decided_by=decided_by,
         policy_hash=decision.policy_hash,
         policy_status=policy_status,

@@ -95,34 +95,17 @@ async def show_artifact(request: web.Request) -> web.Response:
     )
 
 
-async def approve(request: web.Request) -> web.Response:
+async def decide(request: web.Request) -> web.Response:
+    """POST /admin/api/artifacts/{id}/{approve|reject|revoke} with {"reason": "..."}."""
     name = require_admin(request)
-    body = await _body(request)
-    verdict = await admin.approve(
-        request.app[STORE],
-        request.app[BLOBS],
-        request.match_info["id"],
-        by=name,
-        reason=str(body.get("reason", "")),
-    )
-    return _json(verdict_json(verdict))
-
-
-async def reject(request: web.Request) -> web.Response:
-    name = require_admin(request)
-    body = await _body(request)
-    verdict = await admin.reject(
-        request.app[STORE], request.match_info["id"], by=name, reason=str(body.get("reason", ""))
-    )
-    return _json(verdict_json(verdict))
-
-
-async def revoke(request: web.Request) -> web.Response:
-    name = require_admin(request)
-    body = await _body(request)
-    verdict = await admin.revoke(
-        request.app[STORE], request.match_info["id"], by=name, reason=str(body.get("reason", ""))
-    )
+    reason = str((await _body(request)).get("reason", ""))
+    store, target, action = request.app[STORE], request.match_info["id"], request.match_info["action"]
+    if action == "approve":
+        verdict = await admin.approve(store, request.app[BLOBS], target, by=name, reason=reason)
+    elif action == "reject":
+        verdict = await admin.reject(store, target, by=name, reason=reason)
+    else:
+        verdict = await admin.revoke(store, target, by=name, reason=reason)
     return _json(verdict_json(verdict))
 
 
@@ -233,9 +216,7 @@ def setup_admin_routes(app: web.Application) -> None:
     app.router.add_get("/admin/api/artifacts", list_artifacts)
     app.router.add_get("/admin/api/lookup", show_artifact)
     app.router.add_get("/admin/api/artifacts/{id}", show_artifact)
-    app.router.add_post("/admin/api/artifacts/{id}/approve", approve)
-    app.router.add_post("/admin/api/artifacts/{id}/reject", reject)
-    app.router.add_post("/admin/api/artifacts/{id}/revoke", revoke)
+    app.router.add_post("/admin/api/artifacts/{id}/{action:approve|reject|revoke}", decide)
     app.router.add_get("/admin/api/audit", audit)
     app.router.add_post("/admin/api/policy/reload", reload_policy)
     app.router.add_get("/admin/api/waivers", list_waivers)
