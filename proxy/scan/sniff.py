@@ -121,6 +121,13 @@ def looks_like_pickle(head: bytes, size: int) -> bool:
         return True
     if not head or head[0:1] not in b"(cI]}SVNLFdlpKJMGTUX\x8a\x8bq":
         return False
+    return walks_as_pickle(head)
+
+
+def walks_as_pickle(head: bytes) -> bool:
+    """The head is a run of valid pickle opcodes to a STOP (or through a full head): a loader would unpickle it."""
+    if not head:
+        return False
     r = CountingReader(io.BytesIO(head), budget=len(head))
     ops = 0
     try:
@@ -146,10 +153,15 @@ def _first_value_is_legacy_magic(head: bytes) -> bool:
 
 
 def _is_safetensors(head: bytes, size: int) -> bool:
-    if len(head) < 10:
+    """u64 LE header length, then the JSON header's `{`. A length past the end of the file still counts when
+    the rest has the shape (top 16 bits clear, `{` then `"`, `}` or space): that is a safetensors header that
+    lies about its size, which the safetensors scanner must see, not an unknown binary."""
+    if len(head) < 10 or head[8:9] != b"{":
         return False
     n = struct.unpack("<Q", head[:8])[0]
-    return 2 <= n <= size - 8 and head[8:9] == b"{"
+    if 2 <= n <= size - 8:
+        return True
+    return n >= 2 and n >> 48 == 0 and head[9:10] in (b'"', b"}", b" ", b"\n", b"\r", b"\t")
 
 
 def _is_zlib(head: bytes) -> bool:
@@ -161,10 +173,62 @@ def _is_zlib(head: bytes) -> bool:
     )
 
 
+_TF_OP = re.compile(rb"[A-Za-z_>][A-Za-z0-9_>./]{0,255}")  # TensorFlow's op and node name rules
+_TF_NAME = re.compile(rb"[A-Za-z0-9._>][A-Za-z0-9_.\-/>]{0,1023}")
+
+
+def _leading_fields(buf: bytes, limit: int = 8) -> list[tuple[int, int, bytes | int]]:
+    """The first protobuf fields of `buf` that are complete (a message cut by the head just ends early)."""
+    fields: list[tuple[int, int, bytes | int]] = []
+    at = 0
+    try:
+        while at < len(buf) and len(fields) < limit:
+            key, at = _varint(buf, at)
+            number, wire = key >> 3, key & 7
+            if number == 0:
+                break
+            if wire == 0:
+                value, at = _varint(buf, at)
+                fields.append((number, wire, value))
+            elif wire == 2:
+                length, at = _varint(buf, at)
+                fields.append((number, wire, buf[at : at + length]))  # may be cut short by the head
+                at += length
+            else:
+                break
+    except ValueError:
+        pass
+    return fields
+
+
+def _is_tf_graph(head: bytes) -> bool:
+    """A frozen GraphDef (1: NodeDef {1: name, 2: op}) or a `keras_metadata.pb` (1: SavedObject with a
+    `_tf_keras*` identifier in field 4): both start with a length-delimited field 1, like sentencepiece, and
+    are told apart by what that first message holds."""
+    outer = _leading_fields(head, limit=1)
+    if not outer or outer[0][:2] != (1, 2) or not isinstance(outer[0][2], bytes):
+        return False
+    inner = _leading_fields(outer[0][2])
+    strings = {n: v for n, w, v in inner if w == 2 and isinstance(v, bytes)}
+    if strings.get(4, b"").startswith(b"_tf_keras"):
+        return True
+    if len(inner) < 2 or inner[0][:2] != (1, 2) or inner[1][:2] != (2, 2):
+        return False
+    name, op = strings.get(1, b""), strings.get(2, b"")
+    return _TF_NAME.fullmatch(name) is not None and _TF_OP.fullmatch(op) is not None
+
+
 def _is_protobuf_model(head: bytes, hint: str) -> FileFormat | None:
-    """ONNX ModelProto and TF SavedModel both start with field 1 varint (0x08)."""
+    """ONNX ModelProto and TF SavedModel both start with field 1 varint (0x08); a SavedModel's field 2 is a
+    MetaGraphDef (starting with its own field 1), ONNX's is a producer name."""
     lower = hint.lower()
     if lower.endswith("saved_model.pb") or (lower.endswith(".pb") and head[:3] == b"\x08\x01\x12"):
+        return FileFormat.SAVED_MODEL
+    if head[:3] == b"\x08\x01\x12":
+        second = _leading_fields(head, limit=2)
+        if len(second) == 2 and isinstance(second[1][2], bytes) and second[1][2][:1] == b"\x0a":
+            return FileFormat.SAVED_MODEL
+    if _is_tf_graph(head):
         return FileFormat.SAVED_MODEL
     onnx_tags = (0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42)
     if len(head) >= 3 and head[0] == 0x08 and 1 <= head[1] <= 20 and (lower.endswith(".onnx") or head[2] in onnx_tags):
@@ -256,6 +320,18 @@ def _is_python(text: str, hint: str, complete: bool) -> bool:
     return True
 
 
+def _is_json_start(text: str) -> bool:
+    """An object or array opening as JSON does: `{{`, `{%` (a Jinja template) or `[INST]` (prose) do not."""
+    stripped = text.lstrip()
+    if stripped[:1] not in ("{", "["):
+        return False
+    rest = stripped[1:].lstrip()
+    if not rest:
+        return True
+    allowed = '"}' if stripped[0] == "{" else '{["]-0123456789tfn'
+    return rest[0] in allowed
+
+
 # -- the sniffer ------------------------------------------------------------------------------------------
 
 
@@ -266,6 +342,12 @@ def _primary(path: Path, head: bytes, size: int, hint: str) -> tuple[FileFormat,
         names = zip_names(path)
         if names is not None:
             return classify_zip(names), tuple(names)
+    # Magic-number formats before the pickle heuristics: a safetensors header length can read as a PROTO
+    # opcode (0x80 0x01...). A file that also walks as a pickle is reported as a polyglot by sniff_file.
+    if head.startswith(b"GGUF"):
+        return FileFormat.GGUF, ()
+    if _is_safetensors(head, size):
+        return FileFormat.SAFETENSORS, ()
     if head.startswith(TORCH_LEGACY_PREFIX) or _first_value_is_legacy_magic(head):
         return FileFormat.TORCH_LEGACY, ()
     if looks_like_pickle(head, size):
@@ -274,12 +356,8 @@ def _primary(path: Path, head: bytes, size: int, hint: str) -> tuple[FileFormat,
         return FileFormat.PICKLE, ()
     if head.startswith(b"\x93NUMPY"):
         return FileFormat.NUMPY, ()
-    if head.startswith(b"GGUF"):
-        return FileFormat.GGUF, ()
     if any(head[off : off + 8] == _HDF5 for off in (0, 512, 1024, 2048)):
         return FileFormat.HDF5, ()
-    if _is_safetensors(head, size):
-        return FileFormat.SAFETENSORS, ()
     if head.startswith(b"7z\xbc\xaf\x27\x1c"):
         return FileFormat.SEVEN_ZIP, ()
     if head.startswith(b"\x1f\x8b"):
@@ -306,8 +384,7 @@ def _primary(path: Path, head: bytes, size: int, hint: str) -> tuple[FileFormat,
         return FileFormat.MEDIA, ()
     text = _text(head, size)
     if text is not None:
-        stripped = text.lstrip()
-        if stripped[:1] in ("{", "["):
+        if _is_json_start(text):
             return FileFormat.JSON, ()
         if _is_python(text, hint, complete=size <= len(head)):
             return FileFormat.PYTHON, ()
@@ -326,6 +403,12 @@ def sniff_file(path: Path, *, name_hint: str = "") -> Sniff:
     findings: list[Finding] = []
     if fmt is FileFormat.UNKNOWN:
         findings.append(_finding(Severity.MEDIUM, "format.unknown", f"unrecognised binary format ({size} bytes)"))
+    # Checked ahead of the pickle heuristics, so prove they are not a pickle too: torch.load would run it.
+    if fmt in (FileFormat.SAFETENSORS, FileFormat.GGUF) and walks_as_pickle(head):
+        formats.append(FileFormat.PICKLE)
+        findings.append(
+            _finding(Severity.HIGH, "format.polyglot", f"file parses as {fmt.value} and as a pickle (opcodes to STOP)")
+        )
     # A zip directory at the end of a file that does not start as a zip: a polyglot (e.g. pickle + zip,
     # where torch.load runs the pickle and a zip-only scanner reads the zip) or a prefixed archive.
     if fmt not in (FileFormat.EMPTY,) and not head.startswith(_ZIP_STARTS) and size >= 22:
