@@ -7,16 +7,17 @@ file bytes come only from the vetted cache.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from aiohttp import web
 from multidict import MultiDict
 
-from proxy.errors import NotInOfflineCache, Refused, UpstreamError, UpstreamStatus
+from proxy.errors import HubgateError, NotInOfflineCache, Refused, UpstreamError
 from proxy.hfmeta import offline_refusal
-from proxy.hfpaths import ApiTarget, api_repo_path, parse_api, parse_resolve
-from proxy.models import ArtifactRef, VerdictStatus
+from proxy.hfpaths import ApiTarget, ResolveTarget, api_repo_path, parse_api, parse_resolve
+from proxy.models import ArtifactRef, FileMeta, Verdict, VerdictStatus
 from proxy.upstreams.hf import HfFileSource, status_error
 from proxy.web.keys import META, PIPELINE, SETTINGS, UPSTREAM
 from proxy.web.responses import BlobResponse
@@ -49,13 +50,33 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
     target = parse_resolve(request.rel_url.raw_path)
     if target is None:
         raise web.HTTPNotFound(text="hubgate: no such route")
-    settings, meta, pipeline = request.app[SETTINGS], request.app[META], request.app[PIPELINE]
+    meta, pipeline = request.app[META], request.app[PIPELINE]
     commit = await meta.resolve(target.repo_type, target.repo_id, target.revision)
     try:
-        file_meta = await meta.file_meta(target.repo_type, target.repo_id, commit, target.path)
-    except (UpstreamStatus, NotInOfflineCache) as exc:
-        exc.headers.setdefault("X-Repo-Commit", commit)
+        verdict, file_meta, path = await _vetted_file(request, target, commit)
+    except HubgateError as exc:
+        exc.headers.setdefault("X-Repo-Commit", commit)  # every file answer names the commit, refusals too
+        if isinstance(exc, Refused):
+            pipeline.metrics.refusals.labels(type(exc).__name__.lower()).inc()
         raise
+    pipeline.metrics.served_files.inc()
+    headers = {"X-Repo-Commit": commit, "Accept-Ranges": "bytes"}
+    if verdict.decided_by.startswith("waiver:"):
+        headers["X-HF-Warning"] = (
+            f"hubgate; served under {verdict.decided_by.replace(':', ' ')}: {'; '.join(verdict.reasons)}"
+            f" (artifact {verdict.artifact_id})"
+        )
+    elif verdict.status is not VerdictStatus.APPROVED:
+        headers["X-HF-Warning"] = (
+            f"hubgate; audit mode: {verdict.status.value} by policy but served: {'; '.join(verdict.reasons)}"
+            f" (artifact {verdict.artifact_id})"
+        )
+    return BlobResponse(path, etag=file_meta.etag, headers=headers)
+
+
+async def _vetted_file(request: web.Request, target: ResolveTarget, commit: str) -> tuple[Verdict, FileMeta, Path]:
+    settings, meta, pipeline = request.app[SETTINGS], request.app[META], request.app[PIPELINE]
+    file_meta = await meta.file_meta(target.repo_type, target.repo_id, commit, target.path)
     repo = await meta.repo_meta(target.repo_type, target.repo_id, commit)
     ref = ArtifactRef(source="hf", repo_type=target.repo_type, repo_id=target.repo_id, commit=commit, path=target.path)
     upstream = request.app[UPSTREAM]
@@ -72,25 +93,7 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
         )
     )
     verdict = await pipeline.vet(ref, file_meta, repo, source, hold=settings.hold_seconds)
-    try:
-        path = pipeline.blob_path(verdict)
-    except Refused as exc:
-        exc.headers["X-Repo-Commit"] = commit
-        pipeline.metrics.refusals.labels(verdict.status.value).inc()
-        raise
-    pipeline.metrics.served_files.inc()
-    headers = {"X-Repo-Commit": commit, "Accept-Ranges": "bytes"}
-    if verdict.decided_by.startswith("waiver:"):
-        headers["X-HF-Warning"] = (
-            f"hubgate; served under {verdict.decided_by.replace(':', ' ')}: {'; '.join(verdict.reasons)}"
-            f" (artifact {verdict.artifact_id})"
-        )
-    elif verdict.status is not VerdictStatus.APPROVED:
-        headers["X-HF-Warning"] = (
-            f"hubgate; audit mode: {verdict.status.value} by policy but served: {'; '.join(verdict.reasons)}"
-            f" (artifact {verdict.artifact_id})"
-        )
-    return BlobResponse(path, etag=file_meta.etag, headers=headers)
+    return verdict, file_meta, pipeline.blob_path(verdict)
 
 
 # ---- /api ------------------------------------------------------------------------------------------

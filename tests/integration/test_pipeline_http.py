@@ -140,6 +140,7 @@ def test_malicious_pickle_is_blocked_with_a_clear_message(make_hubgate, fake_hub
     answer = get_until_done(f"{gate.url}/acme/model/resolve/main/pytorch_model.bin")
     assert answer.status == 403
     assert answer.header("X-Error-Code") == "GatedRepo"
+    assert answer.header("X-Repo-Commit")
     message = answer.header("X-Error-Message") or ""
     assert message.startswith("hubgate: blocked by policy:") and "os.system" in message.replace("posix", "os")
     assert answer.json() == {"error": message}
@@ -286,13 +287,14 @@ def test_replicas_sharing_redis_download_once(make_hubgate, fake_hub: FakeHub) -
 
 def test_slow_vetting_answers_429_with_progress_then_serves(make_hubgate, fake_hub: FakeHub) -> None:
     weights = safetensors_bytes(200_000)
-    add_model(fake_hub, **{"model.safetensors": weights})
+    commit = add_model(fake_hub, **{"model.safetensors": weights})
     fake_hub.add_fault("model.safetensors", origin="cdn", chunk_delay=0.3, chunk_size=64 * 1024)
     gate = make_hubgate(hf_upstream=fake_hub.url, hold_seconds=0.5)
     url = f"{gate.url}/acme/model/resolve/main/model.safetensors"
     first = request("GET", url)
     assert first.status == 429
     assert first.header("Retry-After") == "2"
+    assert first.header("X-Repo-Commit") == commit
     assert (first.header("X-Error-Message") or "").startswith("hubgate: vetting acme/model@")
     assert get_until_done(url).body == weights
 
