@@ -60,7 +60,8 @@ def make_middleware(metrics: Metrics) -> Callable[[web.Request, Handler], Awaita
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            response = exc
+            # a plain response (aiohttp deprecates returning exception objects); redirects keep Location
+            response = web.Response(status=exc.status, reason=exc.reason, headers=exc.headers, body=exc.body)
         except HubgateError as exc:
             response = error_response(exc)
             if not isinstance(exc, VettingInProgress) and exc.status >= 500:
