@@ -254,3 +254,50 @@ def test_sniff_reads_only_head_and_tail_of_large_files(tmp_path: Path) -> None:
     started = time.monotonic()
     assert sniff_file(p).format is FileFormat.SAFETENSORS
     assert time.monotonic() - started < 1.0
+
+
+def test_safetensors_whose_header_length_reads_as_a_pickle_proto(tmp_path: Path) -> None:
+    """A 0x0180-byte header starts `80 01`: a PROTO opcode. The safetensors shape wins; not a polyglot."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "pad": "x" * 300}).encode()
+    header += b" " * (0x180 - len(header))
+    data = struct.pack("<Q", len(header)) + header + bytes(4)
+    assert data[:2] == b"\x80\x01" and looks_like_pickle(data, len(data))
+    sn = sniff_file(_write(tmp_path, "w.bin", data))
+    assert (sn.format, sn.formats, sn.findings) == (FileFormat.SAFETENSORS, (FileFormat.SAFETENSORS,), ())
+
+
+def test_safetensors_header_that_lies_about_its_length_is_still_safetensors(tmp_path: Path) -> None:
+    for length in (4096, 2**40):  # past the end of the file: the safetensors scanner reports it
+        data = struct.pack("<Q", length) + b'{"a": 1}'
+        assert sniff_file(_write(tmp_path, "w.bin", data)).format is FileFormat.SAFETENSORS
+    # eight spaces and `{"`: indented JSON text, not a safetensors length
+    assert sniff_file(_write(tmp_path, "c", b'        {"a": 1}\n')).format is FileFormat.JSON
+
+
+def test_graph_protobufs_by_content_without_a_name(tmp_path: Path) -> None:
+    from tests.corpus_formats import writers as w
+
+    frozen = w.tf_graph([w.tf_node("x", "Placeholder"), w.tf_node("y", "Relu", ["x"])])
+    metadata = w.keras_metadata([("root", '{"class_name": "Sequential"}')])
+    saved = w.tf_saved_model(w.tf_graph([w.tf_node("x", "Placeholder")]), ["Placeholder"])
+    for data in (frozen, metadata, saved):
+        assert sniff_file(_write(tmp_path, "blob", data)).format is FileFormat.SAVED_MODEL, data[:32]
+    assert sniff_file(_write(tmp_path, "tokenizer.model", _sentencepiece())).format is FileFormat.SENTENCEPIECE
+
+
+def test_templates_and_prose_in_brackets_are_text_not_json(tmp_path: Path) -> None:
+    for text in ("{% for m in messages %}{{ m }}{% endfor %}", "{{ bos_token }}", "{# c #}", "[INST] hi [/INST]"):
+        assert sniff_file(_write(tmp_path, "t", text.encode())).format is FileFormat.TEXT, text
+    for text in ('{\n  "a": 1\n}', "{}", "[1, 2]", '[{"a": null}]', "[]"):
+        assert sniff_file(_write(tmp_path, "j", text.encode())).format is FileFormat.JSON, text
+
+
+def test_gguf_or_safetensors_that_also_walk_as_a_pickle_are_polyglots(tmp_path: Path) -> None:
+    walk = b"()0X" + struct.pack("<I", 9) + b'{"a": {}}' + b"0" + pickle.dumps(1, protocol=2)[2:]
+    sn = sniff_file(_write(tmp_path, "w.bin", walk))
+    assert sn.formats == (FileFormat.SAFETENSORS, FileFormat.PICKLE)
+    assert [(f.rule, f.severity) for f in sn.findings] == [("format.polyglot", Severity.HIGH)]
+    gguf = b"GGUF" + struct.pack("<I", 3) + b"N." + bytes(16)  # BINFLOAT `G` eats "GUF", the version and `N`; `.` STOP
+    assert sniff_file(_write(tmp_path, "m.gguf", gguf)).formats == (FileFormat.GGUF, FileFormat.PICKLE)
+    real = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
+    assert sniff_file(_write(tmp_path, "m.gguf", real)).formats == (FileFormat.GGUF,)
