@@ -4,6 +4,11 @@
 the member names. It returns the primary format plus every format the bytes also parse as: a file that is
 two things at once (a pickle with a zip tail, a safetensors with a zip appended) is a polyglot finding, and
 an unrecognised binary is a finding that policy can quarantine. Pure: no scanning, no decompression.
+
+Order matters where shapes overlap: GGUF and safetensors are recognised before the pickle heuristics (a
+safetensors header length like 0x0180 starts `80 01`, a PROTO opcode), and a file of either kind whose head
+also walks as pickle opcodes to a STOP is reported as both, a polyglot. What the *name* claims is checked by
+the dispatcher, which also hands a file to the scanner its name implies (`dispatch.NAMED_FORMATS`).
 """
 
 from __future__ import annotations
