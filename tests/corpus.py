@@ -93,7 +93,8 @@ def subprocess_call(marker: Path) -> bytes:
 def runpy_code(marker: Path) -> bytes:
     import runpy
 
-    return pickle.dumps(Reduce(runpy._run_module_code, _py_touch(marker)), protocol=4)
+    run_module_code = runpy._run_module_code  # type: ignore[attr-defined]
+    return pickle.dumps(Reduce(run_module_code, _py_touch(marker)), protocol=4)
 
 
 def getattr_chain(marker: Path) -> bytes:
@@ -506,7 +507,7 @@ def _npy(arr: object) -> bytes:
     import numpy as np
 
     buf = io.BytesIO()
-    np.save(buf, arr)
+    np.save(buf, arr)  # type: ignore[arg-type]
     return buf.getvalue()
 
 

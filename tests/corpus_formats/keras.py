@@ -31,9 +31,9 @@ def _dense(name: str, units: int, activation: object = "relu", keras3: bool = Tr
     if keras3:
         layer |= {"module": "keras.layers", "registered_name": None}
         layer["config"]["kernel_initializer"] |= {"module": "keras.initializers", "registered_name": None}  # type: ignore[index]
-        layer["config"]["dtype"] = {
+        layer["config"]["dtype"] = {  # type: ignore[index]
             "module": "keras",
-            "class_name": "DTypePolicy",  # type: ignore[index]
+            "class_name": "DTypePolicy",
             "config": {"name": "float32"},
             "registered_name": None,
         }
@@ -119,7 +119,7 @@ def _external_link(h5: object) -> None:
 
 
 def _external_storage(h5: object) -> None:
-    h5.create_dataset(
+    h5.create_dataset(  # type: ignore[attr-defined]
         "model_weights/raw",
         shape=(64,),
         dtype="u1",  # type: ignore[attr-defined]

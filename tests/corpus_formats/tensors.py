@@ -24,7 +24,7 @@ def _st_benign(_: str) -> bytes:
         "complex": np.zeros(2, dtype=np.complex64),
         "empty": np.zeros((0, 3), dtype=np.float32),
     }
-    return save(tensors, metadata={"format": "pt", "note": "benign"})
+    return save(tensors, metadata={"format": "pt", "note": "benign"})  # type: ignore[arg-type]
 
 
 def _tensor(dtype: str, shape: list[int], begin: int, end: int) -> dict[str, object]:
