@@ -193,7 +193,7 @@ class HfUpstream:
 
 async def _chunks(resp: aiohttp.ClientResponse, what: str) -> AsyncIterator[bytes]:
     try:
-        async for chunk in resp.content.iter_chunked(CHUNK):
+        async for chunk in resp.content.iter_any():  # whatever arrived; the blob writer batches it
             yield chunk
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise UpstreamError(f"hubgate: download of {what} was cut ({type(exc).__name__}); nothing was kept") from exc
