@@ -263,3 +263,42 @@ class Verdict(BaseModel):
         return ArtifactRef(
             source=self.source, repo_type=self.repo_type, repo_id=self.repo_id, commit=self.commit, path=self.path
         )
+
+    @classmethod
+    def from_decision(
+        cls,
+        ref: ArtifactRef,
+        *,
+        sha256: str,
+        size: int,
+        report: ScanReport | None,
+        decision: Decision,
+        previous: Verdict | None = None,
+    ) -> Verdict:
+        """The verdict a policy decision yields; an admin decision already on record stands beside it."""
+        policy_status = ACTION_TO_STATUS[decision.action]
+        admin = previous if previous is not None and previous.admin_status is not None else None
+        now = time.time()
+        return cls(
+            artifact_id=ref.artifact_id,
+            status=admin.admin_status if admin and admin.admin_status else policy_status,
+            reasons=[r.message for r in decision.reasons if r.action is not Action.ALLOW],
+            decided_by=admin.decided_by if admin else "policy",
+            policy_hash=decision.policy_hash,
+            policy_status=policy_status,
+            admin_status=admin.admin_status if admin else None,
+            admin_reason=admin.admin_reason if admin else "",
+            admin_by=admin.admin_by if admin else "",
+            source=ref.source,
+            sha256=sha256,
+            size=size,
+            repo_type=ref.repo_type,
+            repo_id=ref.repo_id,
+            commit=ref.commit,
+            path=ref.path,
+            scan_verdict=report.verdict if report else None,
+            engines=report.engines if report else {},
+            mode=decision.mode,
+            created_at=previous.created_at if previous else now,
+            updated_at=now,
+        )

@@ -21,10 +21,8 @@ from pathlib import Path
 from proxy.errors import Blocked, IntegrityError, Quarantined, Refused, UpstreamError, VettingInProgress
 from proxy.metrics import Metrics
 from proxy.models import (
-    ACTION_TO_STATUS,
     Action,
     ArtifactRef,
-    Decision,
     FileMeta,
     RepoMeta,
     ScanReport,
@@ -183,49 +181,15 @@ class Pipeline:
         decision = decide(report, ref, repo, policy)
         if report is None and decision.action is not Action.BLOCK:
             return None
-        updated = self._verdict_from(ref, verdict.sha256, verdict.size, report, decision, previous=verdict)
+        updated = Verdict.from_decision(
+            ref, sha256=verdict.sha256, size=verdict.size, report=report, decision=decision, previous=verdict
+        )
         if servable(updated) and self.blobs.blob_path(updated.sha256) is None:
             if self.blobs.quarantine_path(updated.sha256) is None:
                 return None
             await self.blobs.promote(updated.sha256)
         await self._record(updated, event="redecide", actor="policy", previous=verdict)
         return updated
-
-    def _verdict_from(
-        self,
-        ref: ArtifactRef,
-        sha256: str,
-        size: int,
-        report: ScanReport | None,
-        decision: Decision,
-        *,
-        previous: Verdict | None,
-    ) -> Verdict:
-        policy_status = ACTION_TO_STATUS[decision.action]
-        now = time.time()
-        return Verdict(
-            artifact_id=ref.artifact_id,
-            status=previous.admin_status if previous and previous.admin_status else policy_status,
-            reasons=[r.message for r in decision.reasons if r.action is not Action.ALLOW],
-            decided_by=previous.decided_by if previous and previous.admin_status else "policy",
-            policy_hash=decision.policy_hash,
-            policy_status=policy_status,
-            admin_status=previous.admin_status if previous else None,
-            admin_reason=previous.admin_reason if previous else "",
-            admin_by=previous.admin_by if previous else "",
-            source=ref.source,
-            sha256=sha256,
-            size=size,
-            repo_type=ref.repo_type,
-            repo_id=ref.repo_id,
-            commit=ref.commit,
-            path=ref.path,
-            scan_verdict=report.verdict if report else None,
-            engines=report.engines if report else {},
-            mode=decision.mode,
-            created_at=previous.created_at if previous else now,
-            updated_at=now,
-        )
 
     async def _record(self, verdict: Verdict, *, event: str, actor: str, previous: Verdict | None = None) -> None:
         await self.store.put_verdict(verdict, event=event, actor=actor)
@@ -313,7 +277,9 @@ class Pipeline:
             if early.action is Action.BLOCK and early.mode != "audit":
                 # refused on repo facts alone (license, publisher): no need to download gigabytes, unless a
                 # waiver covers it: then the bytes are fetched, verified and scanned like any others
-                verdict = self._verdict_from(ref, meta.sha256 or "", meta.size, None, early, previous=previous)
+                verdict = Verdict.from_decision(
+                    ref, sha256=meta.sha256 or "", size=meta.size, report=None, decision=early, previous=previous
+                )
                 if await self.waiver_for(verdict) is None:
                     await self._record(verdict, event="decision", actor="policy", previous=previous)
                     return verdict
@@ -329,7 +295,9 @@ class Pipeline:
         report = await self._scan(ref, sha256)
         scanned = time.monotonic()
         decision = decide(report, ref, repo, policy)
-        verdict = self._verdict_from(ref, sha256, size, report, decision, previous=previous)
+        verdict = Verdict.from_decision(
+            ref, sha256=sha256, size=size, report=report, decision=decision, previous=previous
+        )
         waiver = await self.waiver_for(verdict)
         if servable(verdict) or waiver:
             await self.blobs.promote(sha256)

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -41,8 +40,6 @@ from proxy.bundle.manifest import (
 )
 from proxy.hfmeta import repo_meta_from_info
 from proxy.models import (
-    ACTION_TO_STATUS,
-    Action,
     ArtifactRef,
     Decision,
     RepoMeta,
@@ -354,46 +351,28 @@ def build_verdict(
     `trust_verdicts`, an outside *admin* approval lifts an inside quarantine (recorded as that admin, via
     the bundle's key) but never an inside block.
     """
-    policy_status = ACTION_TO_STATUS[decision.action]
-    now = time.time()
-    status, decided_by = policy_status, "policy"
-    admin_status, admin_by, admin_reason = None, "", ""
-    if previous is not None and previous.admin_status is not None:
-        status, decided_by = previous.admin_status, previous.decided_by
-        admin_status, admin_by, admin_reason = previous.admin_status, previous.admin_by, previous.admin_reason
-    elif (
-        trust_verdicts
-        and policy_status is VerdictStatus.QUARANTINED
+    verdict = Verdict.from_decision(
+        ref, sha256=outside.sha256, size=outside.size, report=report, decision=decision, previous=previous
+    )
+    inside_admin = previous is not None and previous.admin_status is not None
+    if (
+        not inside_admin
+        and trust_verdicts
+        and verdict.policy_status is VerdictStatus.QUARANTINED
         and outside.decided_by.startswith("admin:")
         and outside.status is VerdictStatus.APPROVED
     ):
-        outside_admin = outside.admin_by or outside.decided_by.removeprefix("admin:")
-        admin_by = f"{outside_admin}@bundle:{key_id}"
-        status, decided_by, admin_status = VerdictStatus.APPROVED, f"admin:{admin_by}", VerdictStatus.APPROVED
-        admin_reason = f"approved outside ({outside.admin_reason or 'no reason given'}); trusted on import"
-    return Verdict(
-        artifact_id=ref.artifact_id,
-        status=status,
-        reasons=[r.message for r in decision.reasons if r.action is not Action.ALLOW],
-        decided_by=decided_by,
-        policy_hash=decision.policy_hash,
-        policy_status=policy_status,
-        admin_status=admin_status,
-        admin_reason=admin_reason,
-        admin_by=admin_by,
-        source=ref.source,
-        sha256=outside.sha256,
-        size=outside.size,
-        repo_type=ref.repo_type,
-        repo_id=ref.repo_id,
-        commit=ref.commit,
-        path=ref.path,
-        scan_verdict=report.verdict,
-        engines=report.engines,
-        mode=decision.mode,
-        created_at=previous.created_at if previous else now,
-        updated_at=now,
-    )
+        admin_by = f"{outside.admin_by or outside.decided_by.removeprefix('admin:')}@bundle:{key_id}"
+        verdict = verdict.model_copy(
+            update={
+                "status": VerdictStatus.APPROVED,
+                "decided_by": f"admin:{admin_by}",
+                "admin_status": VerdictStatus.APPROVED,
+                "admin_by": admin_by,
+                "admin_reason": f"approved outside ({outside.admin_reason or 'no reason given'}); trusted on import",
+            }
+        )
+    return verdict
 
 
 async def _write_metadata(plan: _Plan, store: VerdictStore, revision_ttl: int, fresh_scans: set[str]) -> None:
