@@ -32,6 +32,7 @@ test: $(STAMP_DEV)
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check proxy tests bench
 	$(BIN)/ruff format --check proxy tests bench
+	$(BIN)/mypy proxy
 
 bench: $(STAMP_DEV)
 	$(BIN)/python bench/throughput.py

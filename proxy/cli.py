@@ -205,9 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _extension_commands() -> list[Callable[[Any], None]]:
+def _extension_commands() -> list[Callable[[Any], object]]:
     """Subcommands that live with their feature (torch mirror, bundles, vet)."""
-    registrars: list[Callable[[Any], None]] = []
+    registrars: list[Callable[[Any], object]] = []
     from proxy.torch_command import add_parser as add_torch_mirror
 
     registrars.append(add_torch_mirror)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -136,7 +137,7 @@ class Pipeline:
         if task is None:
             task = asyncio.create_task(self._vet_once(ref, meta, repo, source), name=f"vet:{ref.artifact_id}")
             self._tasks[ref.artifact_id] = task
-            task.add_done_callback(lambda t, aid=ref.artifact_id: self._forget(aid, t))
+            task.add_done_callback(functools.partial(self._forget, ref.artifact_id))
         try:
             return await asyncio.wait_for(asyncio.shield(task), timeout=hold)
         except TimeoutError:

@@ -188,7 +188,7 @@ def new_waiver(
         created_at=now,
         expires_at=parse_expiry(expires, now),
         label=label,
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )
 
 

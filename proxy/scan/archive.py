@@ -104,7 +104,7 @@ class _StreamReader:
             if not data:
                 tail = dec.flush() if hasattr(dec, "flush") else b""
                 if tail:
-                    return tail  # type: ignore[no-any-return]
+                    return tail
                 if not getattr(dec, "eof", True):
                     raise EOFError("compressed stream ends before its end marker")
                 return b""
@@ -244,7 +244,7 @@ def scan_tar(path: Path, state: ScanState, location: str, depth: int, recurse: R
                     continue
                 dst = state.tmpfile()
                 try:
-                    _copy_limited(src, dst, state, None, f"member {info.name!r}")  # type: ignore[arg-type]
+                    _copy_limited(src, dst, state, None, f"member {info.name!r}")
                 except Bomb as exc:
                     state.add(Severity.HIGH, "archive.bomb", str(exc), where)
                     dst.unlink(missing_ok=True)

@@ -34,7 +34,7 @@ def _context() -> BaseContext:
             try:
                 ctx: BaseContext = multiprocessing.get_context("forkserver")
                 # "__main__" makes the forkserver import the entry script once, so children skip it
-                ctx.set_forkserver_preload(["__main__", "proxy.scan.worker"])  # type: ignore[attr-defined]
+                ctx.set_forkserver_preload(["__main__", "proxy.scan.worker"])
             except ValueError:  # platforms without forkserver
                 ctx = multiprocessing.get_context("spawn")
             _CTX = ctx
@@ -150,7 +150,7 @@ class _Tracked(dict[int, object]):
         super().__setitem__(pid, proc)
         self.registry[pid] = proc
 
-    def pop(self, pid: int, default: object = None) -> object:  # type: ignore[override]
+    def pop(self, pid: int, default: object = None) -> object:
         self.registry.pop(pid, None)
         return super().pop(pid, default)
 

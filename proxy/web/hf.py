@@ -23,7 +23,7 @@ from proxy.web.keys import META, PIPELINE, SETTINGS, UPSTREAM
 from proxy.web.responses import BlobResponse
 from proxy.xet import split_link_header, strip_xet_json
 
-AGENT_HARNESSES = {"standardEnvVars": [], "harnesses": {}}
+AGENT_HARNESSES: dict[str, object] = {"standardEnvVars": [], "harnesses": {}}
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -20,6 +20,6 @@ POLICY = web.AppKey("policy", PolicyState)
 STORE = web.AppKey("store", VerdictStore)
 BLOBS = web.AppKey("blobs", BlobStore)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
-UPSTREAM = web.AppKey("upstream", HfUpstream | None)  # type: ignore[arg-type]
+UPSTREAM: web.AppKey[HfUpstream | None] = web.AppKey("upstream")
 META = web.AppKey("meta", HfMetadata)
 PIPELINE = web.AppKey("pipeline", Pipeline)

@@ -21,7 +21,7 @@ class BlobResponse(web.FileResponse):
         self.headers["ETag"] = f'"{etag}"'
         self.headers.setdefault("Content-Type", "application/octet-stream")
 
-    @property  # type: ignore[override]
+    @property
     def etag(self) -> Any:
         return super().etag
 
