@@ -325,14 +325,21 @@ class Pipeline:
         started = last = time.monotonic()
         key = f"progress:{ref.artifact_id}"
         expected = meta.size if meta.size >= 0 else None
+        limit = min(self.max_file_size, expected) if expected is not None else self.max_file_size
         # the git blob id is needed only for files the upstream identifies by it (small, non-LFS files)
         async with self.blobs.open_tmp(expected_size=expected, git_size_header=meta.git_oid is not None) as writer:
             async with source.open() as chunks:
                 async for chunk in chunks:
                     await writer.write(chunk)
                     self.metrics.upstream_bytes.inc(len(chunk))
-                    if writer.size > self.max_file_size:
-                        raise IntegrityError(f"hubgate: {what} exceeds the size limit while downloading")
+                    if writer.size > limit:
+                        # stop at once: a body past the promised size (an endless stream, a gzip bomb the
+                        # client inflates) must not be written to disk up to the global limit first
+                        raise IntegrityError(
+                            f"hubgate: {what} is larger than the {limit} bytes "
+                            f"{'the upstream promised' if limit < self.max_file_size else 'allowed'}"
+                            "; download stopped, nothing was kept"
+                        )
                     now = time.monotonic()
                     if now - last >= PROGRESS_EVERY_S:
                         last = now

@@ -1,0 +1,158 @@
+"""Red-team tests: attempts to make hubgate serve unvetted or wrong bytes, leak secrets, or stall.
+
+Each test states the attack and asserts the safe behaviour. Most use the faithful `fake_hub`; attacks that
+need an upstream the fake cannot imitate (a lying or hostile Hub) use `HostileHub`, a tiny aiohttp origin on
+127.0.0.1 whose answers each test writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.integration.http import get_until_done
+
+COMMIT = "c0ffee" + "0" * 34
+LICENSED = {"license": "apache-2.0"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HostileHub:
+    """An upstream that answers whatever the test says. `routes` maps (method, path) to a handler; repo
+    info for `evil/*` is answered by default (commit COMMIT, Apache-2.0 card) so files reach the download."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], Handler] = {}
+        self.sent: dict[str, int] = {}  # path -> body bytes written (for streams the test cuts short)
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.info: dict[str, Any] = {"sha": COMMIT, "cardData": LICENSED, "siblings": [{"rfilename": "README.md"}]}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append((request.method, request.raw_path, dict(request.headers)))
+        handler = self.routes.get((request.method, request.path))
+        if handler is not None:
+            return await handler(request)
+        if request.method == "GET" and request.path.startswith("/api/models/evil/"):
+            return web.json_response(self.info)
+        return web.Response(status=404, headers={"X-Error-Code": "EntryNotFound"})
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    def __enter__(self) -> HostileHub:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def lfs_file(self, name: str, content: bytes, body: Handler) -> str:
+        """Announce `evil/x/<name>` as an LFS file of `content` (HEAD), answered on GET by `body`."""
+        sha = hashlib.sha256(content).hexdigest()
+        path = f"/evil/x/resolve/{COMMIT}/{name}"
+
+        async def head(request: web.Request) -> web.StreamResponse:
+            return web.Response(
+                headers={
+                    "X-Repo-Commit": COMMIT,
+                    "ETag": f'"{sha}"',
+                    "X-Linked-Etag": f'"{sha}"',
+                    "X-Linked-Size": str(len(content)),
+                    "Content-Length": str(len(content)),
+                }
+            )
+
+        self.routes[("HEAD", path)] = head
+        self.routes[("GET", path)] = body
+        return path
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileHub]:
+    with HostileHub() as hub:
+        yield hub
+
+
+def counter(gate: Any, name: str) -> float:
+    value = gate.pipeline.metrics.registry.get_sample_value(name)
+    return float(value or 0.0)
+
+
+def held_files(gate: Any) -> list[Path]:
+    data = gate.settings.data_dir
+    return [p for sub in ("quarantine", "blobs") for p in (data / sub).rglob("*") if p.is_file()]
+
+
+# ---- oversized bodies: the size promised by the metadata is the limit, not HUBGATE_MAX_FILE_SIZE ----------
+
+
+def test_gzip_bomb_is_stopped_at_the_promised_size(make_hubgate, hostile: HostileHub) -> None:
+    """Attack: the HEAD promises 1000 bytes; the GET sends `Content-Encoding: gzip` of 1000 bytes followed by
+    64 MiB of zeros (64 KiB on the wire). aiohttp inflates it: the download must stop near 1000 bytes, not
+    write 64 MiB to disk before the size check."""
+    content = b"a" * 1000
+    bomb = gzip.compress(content + b"\0" * (64 * 1024 * 1024), compresslevel=9)
+
+    async def body(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/octet-stream"})
+
+    path = hostile.lfs_file("model.safetensors", content, body)
+    gate = make_hubgate(hf_upstream=hostile.url)
+    answer = get_until_done(gate.url + path)
+    assert answer.status == 403, answer
+    assert "1000" in (answer.header("x-error-message") or "")
+    assert counter(gate, "hubgate_upstream_bytes_total") < 8 * 1024 * 1024
+    assert held_files(gate) == []
+
+
+def test_endless_body_is_cut_at_the_promised_size(make_hubgate, hostile: HostileHub) -> None:
+    """Attack: the HEAD promises 1000 bytes; the GET streams without end (chunked). hubgate must hang up
+    near 1000 bytes rather than read up to HUBGATE_MAX_FILE_SIZE."""
+    content = b"b" * 1000
+    sent = {"bytes": 0}
+
+    async def body(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        block = b"\0" * (1024 * 1024)
+        try:
+            while sent["bytes"] < 2 * 1024**3:
+                await resp.write(block)
+                sent["bytes"] += len(block)
+        except (ConnectionError, RuntimeError):
+            pass
+        return resp
+
+    path = hostile.lfs_file("model.safetensors", content, body)
+    gate = make_hubgate(hf_upstream=hostile.url, max_file_size=512 * 1024 * 1024)
+    answer = get_until_done(gate.url + path)
+    assert answer.status == 403, answer
+    assert counter(gate, "hubgate_upstream_bytes_total") < 16 * 1024 * 1024
+    assert held_files(gate) == []
