@@ -14,8 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from proxy.errors import HubgateError
 
@@ -39,9 +41,8 @@ def _waiver_table(rows: list[dict[str, Any]], title: str) -> Table:
     for column in ("id", "covers", "state", "by", "reason", "expires"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(
-            row["id"], row["target"], row["state"], row["created_by"], row["reason"], _when(row.get("expires_at"))
-        )
+        cells = (row["id"], row["target"], row["state"], row["created_by"], row["reason"], _when(row.get("expires_at")))
+        table.add_row(*(Text(c) for c in cells))  # Text, not markup: a reason may hold [brackets]
     return table
 
 
@@ -57,7 +58,7 @@ def _waive(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(row, indent=2))
     else:
-        out.print(f"waiver {row['id']}: {row['target']}, expires {_when(row.get('expires_at'))}", highlight=False)
+        out.print(f"waiver {row['id']}: {row['target']}, expires {_when(row.get('expires_at'))}", markup=False)
     return 0
 
 
@@ -77,7 +78,7 @@ def _unwaive(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(row, indent=2))
     else:
-        out.print(f"waiver {row['id']} revoked ({row['target']}): {args.reason}", highlight=False)
+        out.print(f"waiver {row['id']} revoked ({row['target']}): {args.reason}", markup=False)
     return 0
 
 
@@ -88,10 +89,10 @@ def _vet_table(job: dict[str, Any]) -> Table:
     for entry in job.get("files", []):
         style = "green" if entry.get("served") else "red"
         table.add_row(
-            entry["path"],
-            f"[{style}]{entry['status']}[/{style}]",
-            entry.get("id", ""),
-            "; ".join(entry.get("reasons") or []),
+            Text(entry["path"]),
+            Text(entry["status"], style=style),
+            Text(entry.get("id", "")),
+            Text("; ".join(entry.get("reasons") or [])),
         )
     return table
 
@@ -133,7 +134,7 @@ def _vet(args: argparse.Namespace) -> int:
     elif job.get("files"):
         out.print(_vet_table(job))
     if job["state"] == "failed":
-        err.print(f"[red]error:[/red] {job.get('error')}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(job.get('error')))}", highlight=False)
         return 2
     return 0 if all(entry.get("served") for entry in job.get("files", [])) else 1
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from proxy.errors import HubgateError
 
@@ -70,7 +73,8 @@ def _verdict_table(rows: list[dict[str, Any]], title: str) -> Table:
     for column in ("id", "status", "ref", "reasons"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["id"], row["status"], row["ref"], "; ".join(row.get("reasons") or []))
+        # Text, not markup: reasons quote rule ids in brackets ("[pickle.dangerous-global at x@2]").
+        table.add_row(*(Text(v) for v in (row["id"], row["status"], row["ref"], "; ".join(row.get("reasons") or []))))
     return table
 
 
@@ -90,7 +94,7 @@ def _decide(action: str) -> Callable[[argparse.Namespace], int]:
         if args.json:
             print(json.dumps(row, indent=2))
         else:
-            out.print(f"{row['id']} {row['status']} ({row['ref']}) by {row['decided_by']}: {args.reason}")
+            out.print(f"{row['id']} {row['status']} ({row['ref']}) by {row['decided_by']}: {args.reason}", markup=False)
         return 0
 
     return run
@@ -105,12 +109,16 @@ def _verdict(args: argparse.Namespace) -> int:
     out.print(_verdict_table([row], "verdict"))
     card = row.get("card") or {}
     if card:
-        out.print(f"  license: {card.get('license')} -> {', '.join(card.get('licenses') or []) or 'none'}")
+        out.print(
+            f"  license: {card.get('license')} -> {', '.join(card.get('licenses') or []) or 'none'}", markup=False
+        )
     scan = row.get("scan") or {}
     for finding in scan.get("findings", []):
-        out.print(f"  [{finding['severity']}] {finding['engine']} {finding['rule']}: {finding['message']}")
+        out.print(
+            f"  [{finding['severity']}] {finding['engine']} {finding['rule']}: {finding['message']}", markup=False
+        )
     for waiver in row.get("waivers") or []:
-        out.print(f"  waiver {waiver['id']} ({waiver['state']}): {waiver['target']}: {waiver['reason']}")
+        out.print(f"  waiver {waiver['id']} ({waiver['state']}): {waiver['target']}: {waiver['reason']}", markup=False)
     return 0
 
 
@@ -135,14 +143,8 @@ def _audit(args: argparse.Namespace) -> int:
         table.add_column(column, overflow="fold")
     for row in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(row.get("ts", 0))))
-        table.add_row(
-            when,
-            row.get("event", ""),
-            row.get("actor", ""),
-            row.get("artifact_id", ""),
-            row.get("status", ""),
-            row.get("ref", ""),
-        )
+        cells = (row.get(k, "") for k in ("event", "actor", "artifact_id", "status", "ref"))
+        table.add_row(when, *(Text(str(c)) for c in cells))
     out.print(table)
     return 0
 
@@ -226,10 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except HubgateError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `hubgate audit --json | head`: the reader left; say nothing more (stdout is gone) and exit quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
