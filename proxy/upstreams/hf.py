@@ -23,6 +23,7 @@ from proxy.models import FileMeta, RepoType
 
 CHUNK = 1024 * 1024
 MAX_REDIRECTS = 10
+MAX_API_BODY = 128 * 1024 * 1024  # an API answer (JSON, error body) larger than this is refused, not buffered
 RELAYED_ERROR_HEADERS = ("X-Error-Code", "X-Error-Message", "X-Repo-Commit")
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -40,6 +41,20 @@ def normalize_etag(value: str | None) -> str:
 def origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     return parts.scheme, parts.hostname or "", parts.port
+
+
+async def read_capped(resp: aiohttp.ClientResponse, what: str, limit: int | None = None) -> bytes:
+    """The whole body of a metadata answer, refused once it passes `limit` (an endless or huge answer must not
+    exhaust memory)."""
+    limit = MAX_API_BODY if limit is None else limit
+    if resp.content_length is not None and resp.content_length > limit:
+        raise UpstreamError(f"hubgate: the upstream's answer for {what} is larger than {limit} bytes; refused")
+    body = bytearray()
+    async for chunk in resp.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise UpstreamError(f"hubgate: the upstream's answer for {what} is larger than {limit} bytes; refused")
+    return bytes(body)
 
 
 @dataclass
@@ -111,7 +126,7 @@ class HfUpstream:
                     headers={**(headers or {}), **self._auth_for(url)},
                     allow_redirects=False,
                 ) as resp:
-                    body = await resp.read()
+                    body = await read_capped(resp, path_qs)
                     if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                         target = urljoin(url, resp.headers["Location"])
                         if origin(target) == self._origin:
@@ -184,8 +199,10 @@ class HfUpstream:
                 resp.release()
                 continue
             if resp.status != 200:
-                body = await resp.read()
-                resp.release()
+                try:
+                    body = await read_capped(resp, what, limit=1024 * 1024)
+                finally:
+                    resp.release()
                 raise status_error(resp.status, resp.headers, body, what)
             return resp
         raise UpstreamError(f"hubgate: too many redirects downloading {what}")

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.integration import http
 from tests.integration.http import get_until_done
 
 COMMIT = "c0ffee" + "0" * 34
@@ -156,3 +157,36 @@ def test_endless_body_is_cut_at_the_promised_size(make_hubgate, hostile: Hostile
     assert answer.status == 403, answer
     assert counter(gate, "hubgate_upstream_bytes_total") < 16 * 1024 * 1024
     assert held_files(gate) == []
+
+
+# ---- huge metadata answers: bounded memory --------------------------------------------------------------
+
+
+def test_endless_metadata_answer_is_refused_not_buffered(make_hubgate, hostile: HostileHub) -> None:
+    """Attack: the repo info answer never ends. hubgate must give up after a bounded amount (128 MiB), answer
+    a 502, and keep serving, instead of buffering the stream in memory."""
+    sent = {"bytes": 0}
+    total = 320 * 1024 * 1024
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(b'{"sha": "' + COMMIT.encode() + b'", "pad": "')
+        block = b"a" * (1024 * 1024)
+        try:
+            while sent["bytes"] < total:
+                await resp.write(block)
+                sent["bytes"] += len(block)
+            await resp.write(b'"}')
+        except (ConnectionError, RuntimeError):
+            pass
+        return resp
+
+    hostile.routes[("GET", "/api/models/evil/huge")] = endless
+    gate = make_hubgate(hf_upstream=hostile.url)
+    answer = http.request("GET", gate.url + "/api/models/evil/huge")
+    assert answer.status == 502, answer
+    assert "larger than" in (answer.header("x-error-message") or "")
+    assert sent["bytes"] < 200 * 1024 * 1024
+    assert http.request("GET", gate.url + "/api/models/evil/x").status == 200  # still serving
