@@ -80,8 +80,10 @@ class HfMetadata:
         if answer.status != 200:
             raise status_error(answer.status, answer.headers, answer.body, f"{repo_id} info")
         info = strip_xet_json(answer.json())
-        if not isinstance(info, dict) or not isinstance(info.get("sha"), str):
-            raise UpstreamError(f"hubgate: the upstream's info for {repo_id} has no commit sha")
+        if not isinstance(info, dict) or not isinstance(info.get("sha"), str) or not COMMIT_RE.fullmatch(info["sha"]):
+            # artifacts are pinned (and resolutions cached forever) by this value: a branch name, a short sha
+            # or text with line breaks here would pin nothing and could reach a header
+            raise UpstreamError(f"hubgate: the upstream's info for {repo_id} has no full commit sha")
         commit = info["sha"]
         rev = revision or "main"
         if rev != commit:

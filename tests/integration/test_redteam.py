@@ -190,3 +190,29 @@ def test_endless_metadata_answer_is_refused_not_buffered(make_hubgate, hostile: 
     assert "larger than" in (answer.header("x-error-message") or "")
     assert sent["bytes"] < 200 * 1024 * 1024
     assert http.request("GET", gate.url + "/api/models/evil/x").status == 200  # still serving
+
+
+# ---- a lying upstream: the commit it names must be a commit ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sha", ["main", "v1.0", COMMIT[:12], f"{COMMIT}\r\nX-Injected: 1", f"{COMMIT}\n", "../../" + COMMIT]
+)
+def test_repo_info_sha_that_is_not_a_commit_is_refused(make_hubgate, hostile: HostileHub, sha: str) -> None:
+    """Attack: the upstream's repo info names as `sha` a branch name, a short sha, or text with CR/LF. hubgate
+    pins artifacts (and caches resolutions forever) by that value: anything but 40 hex must be refused, and
+    never reach a header."""
+    content = b"c" * 100
+    hostile.lfs_file("model.safetensors", content, lambda request: _const(content))
+    hostile.info = {**hostile.info, "sha": sha}
+    gate = make_hubgate(hf_upstream=hostile.url)
+    answer = get_until_done(gate.url + "/evil/x/resolve/main/model.safetensors")
+    assert answer.status == 502, answer
+    assert answer.header("x-injected") is None
+    assert "\n" not in (answer.header("x-repo-commit") or "")
+    info = http.request("GET", gate.url + "/api/models/evil/x/revision/main")
+    assert info.status == 502, info
+
+
+async def _const(body: bytes) -> web.StreamResponse:
+    return web.Response(body=body)
