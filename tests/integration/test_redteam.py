@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import io
+import pickle
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -18,8 +20,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from proxy.models import ArtifactRef, RepoType
+from tests.fakes.hf_hub import FakeHub
 from tests.integration import http
+from tests.integration.conftest import ADMIN_TOKEN
 from tests.integration.http import get_until_done
+from tests.integration.test_pipeline_http import APACHE_CARD, Payload, safetensors_bytes
 
 COMMIT = "c0ffee" + "0" * 34
 LICENSED = {"license": "apache-2.0"}
@@ -216,3 +222,109 @@ def test_repo_info_sha_that_is_not_a_commit_is_refused(make_hubgate, hostile: Ho
 
 async def _const(body: bytes) -> web.StreamResponse:
     return web.Response(body=body)
+
+
+# ---- names with control characters -------------------------------------------------------------------------
+
+
+def _add_model(hub: FakeHub, repo_id: str = "acme/model", **files: bytes) -> str:
+    files = files or {"model.safetensors": safetensors_bytes(), "config.json": b'{"model_type": "bert"}'}
+    return hub.add_repo(repo_id, files=files, card=APACHE_CARD)[0]
+
+
+def test_trailing_newline_in_repo_revision_or_path_is_refused(make_hubgate, fake_hub: FakeHub) -> None:
+    """Attack: `$` in a Python regex also matches before a final newline, so `acme/model%0A` or `<commit>%0A`
+    pass `REPO_ID_RE.match` / `COMMIT_RE.match`: they must not reach the pipeline as another artifact of the
+    same file (a rejected artifact would be vetted afresh under a new id), nor put a newline in a header.
+    Held: the catch-all route's `.+` does not match a newline (404 before any handler); CR and TAB reach the
+    upstream percent-encoded and find nothing."""
+    commit = _add_model(fake_hub)
+    gate = make_hubgate(hf_upstream=fake_hub.url)
+    for path in (
+        "/acme/model%0A/resolve/main/config.json",
+        f"/acme/model/resolve/{commit}%0A/config.json",
+        "/acme/model/resolve/main/config.json%0A",
+        "/acme/model/resolve/main/config.json%0D",
+        "/acme/model/resolve/main%09/config.json",
+        "/api/models/acme/model%0A/revision/main",
+        f"/api/models/acme/model/tree/{commit}%0A",
+    ):
+        answer = http.request("GET", gate.url + path)
+        assert answer.status in (400, 404), (path, answer)
+        assert all(" " <= c <= "~" for c in answer.header("x-repo-commit") or ""), (path, answer)
+    assert get_until_done(f"{gate.url}/acme/model/resolve/{commit}/config.json").status == 200
+
+
+# ---- refused files stay refused, whatever the request looks like ---------------------------------------------
+
+
+def _evil_pickle(marker: Path) -> bytes:
+    buf = io.BytesIO()
+    pickle.dump({"state": Payload(marker)}, buf, protocol=2)
+    return buf.getvalue()
+
+
+def test_refused_file_is_refused_for_head_range_and_conditional_requests(
+    make_hubgate, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    """Attack: ask for a blocked file with HEAD, a Range, If-None-Match/If-Range carrying its real hash, by
+    commit, by `refs%2Fpr`-style encodings, with `%2F` in the repo id, or a differently encoded path. Every
+    form is a 403 without a byte of the file (no 206, no 304 that a cache would treat as 'still valid')."""
+    payload = _evil_pickle(tmp_path / "pwned")
+    commit = _add_model(fake_hub, **{"pytorch_model.bin": payload, "config.json": b"{}"})
+    sha = hashlib.sha256(payload).hexdigest()
+    gate = make_hubgate(hf_upstream=fake_hub.url)
+    first = get_until_done(f"{gate.url}/acme/model/resolve/main/pytorch_model.bin")
+    assert first.status == 403, first
+    variants: list[tuple[str, str, dict[str, str]]] = [
+        ("HEAD", "/acme/model/resolve/main/pytorch_model.bin", {}),
+        ("GET", "/acme/model/resolve/main/pytorch_model.bin", {"Range": "bytes=0-15"}),
+        ("GET", "/acme/model/resolve/main/pytorch_model.bin", {"If-None-Match": f'"{sha}"'}),
+        ("GET", "/acme/model/resolve/main/pytorch_model.bin", {"If-Range": f'"{sha}"', "Range": "bytes=1-"}),
+        ("GET", f"/acme/model/resolve/{commit}/pytorch_model.bin", {}),
+        ("GET", "/acme%2Fmodel/resolve/main/pytorch_model.bin", {}),
+        ("GET", "/acme/model/resolve/main/pytorch%5Fmodel.bin", {}),
+        ("GET", "/acme/model/resolve/main/./pytorch_model.bin", {}),
+        ("GET", "/acme/model/resolve/main/x/../pytorch_model.bin", {}),
+        ("GET", "/acme/model/resolve/main/%2E/pytorch_model.bin", {}),
+        ("GET", "/acme/model/resolve/main//pytorch_model.bin", {}),
+        ("GET", "/acme/model/resolve/refs%2Fheads%2Fmain/pytorch_model.bin", {}),
+        ("GET", "/models/acme/model/resolve/main/pytorch_model.bin", {}),
+        ("GET", "/acme/model/resolve/main/pytorch_model.bin?download=true", {}),
+    ]
+    for method, path, headers in variants:
+        answer = get_until_done(gate.url + path, headers=headers) if method == "GET" else None
+        if answer is None:
+            answer = http.request(method, gate.url + path, headers=headers)
+        assert answer.status in (400, 403, 404), (method, path, headers, answer)
+        assert payload[:16] not in answer.body and b"\x80\x02" not in answer.body, (method, path)
+        assert answer.status != 200
+    assert not (tmp_path / "pwned").exists()
+    assert gate.blobs.blob_path(sha) is None  # never promoted
+
+
+def test_revoked_approval_and_new_reject_stop_serving_at_once(make_hubgate, fake_hub: FakeHub) -> None:
+    """Attack: keep downloading a file after an admin withdrew it. Approved, served, then rejected: the very
+    next request is a 403, although the bytes are still in the vetted cache."""
+    commit = _add_model(fake_hub)
+    gate = make_hubgate(hf_upstream=fake_hub.url)
+    url = f"{gate.url}/acme/model/resolve/main/model.safetensors"
+    served = get_until_done(url)
+    assert served.status == 200
+    aid = ArtifactRef(
+        source="hf", repo_type=RepoType.MODEL, repo_id="acme/model", commit=commit, path="model.safetensors"
+    ).artifact_id
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    reject = http.request(
+        "POST", f"{gate.url}/admin/api/artifacts/{aid}/reject", headers=auth, body=b'{"reason": "withdrawn"}'
+    )
+    assert reject.status == 200, reject
+    for method in ("GET", "HEAD"):
+        answer = http.request(method, url, headers={"Range": "bytes=0-3"})
+        assert answer.status == 403, (method, answer)
+        assert answer.body[:4] != served.body[:4]
+    revoke = http.request(
+        "POST", f"{gate.url}/admin/api/artifacts/{aid}/revoke", headers=auth, body=b'{"reason": "ok again"}'
+    )
+    assert revoke.status == 200, revoke
+    assert http.request("GET", url).status == 200  # back to the policy's approval
