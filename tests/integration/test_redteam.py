@@ -328,3 +328,127 @@ def test_revoked_approval_and_new_reject_stop_serving_at_once(make_hubgate, fake
     )
     assert revoke.status == 200, revoke
     assert http.request("GET", url).status == 200  # back to the policy's approval
+
+
+# ---- Xet, CDN redirects and passthrough: nothing leads a client around hubgate ------------------------------
+
+
+def _no_xet(answer: http.Answer, what: str) -> None:
+    assert not [h for h in answer.headers if h.startswith("x-xet")], (what, answer.headers)
+    assert b"xetHash" not in answer.body and b"xet-cas" not in answer.body, what
+    assert "xet" not in (answer.header("link") or ""), what
+    assert answer.header("location") is None, what
+
+
+def test_xet_never_reaches_a_client_including_errors(make_hubgate, fake_hub: FakeHub) -> None:
+    """Attack: the upstream advertises Xet everywhere. No header, Link rel, `xetHash` or CAS URL may reach
+    a client on any route: files, HEAD, info, tree (recursive, paged), paths-info, refs, 404s, token routes."""
+    commit = _add_model(fake_hub)
+    fake_hub.xet = True
+    gate = make_hubgate(hf_upstream=fake_hub.url)
+    base = gate.url
+    for method, path in [
+        ("GET", "/acme/model/resolve/main/model.safetensors"),
+        ("HEAD", "/acme/model/resolve/main/model.safetensors"),
+        ("GET", "/acme/model/resolve/main/missing.safetensors"),
+        ("GET", "/api/models/acme/model"),
+        ("GET", "/api/models/acme/model/revision/main?expand[]=siblings"),
+        ("GET", f"/api/models/acme/model/tree/{commit}?recursive=true&expand=true"),
+        ("GET", "/api/models/acme/model/tree/main?expand=1"),
+        ("GET", "/api/models/acme/model/refs"),
+        ("GET", f"/api/models/acme/model/xet-read-token/{commit}"),
+        ("GET", "/api/models/acme/nothere"),
+    ]:
+        answer = get_until_done(base + path) if method == "GET" else http.request(method, base + path)
+        assert answer.status != 500, (path, answer)
+        _no_xet(answer, path)
+    paths_info = http.request(
+        "POST",
+        f"{base}/api/models/acme/model/paths-info/{commit}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        body=b"paths=model.safetensors&expand=true",
+    )
+    assert paths_info.status == 200 and paths_info.json(), paths_info
+    _no_xet(paths_info, "paths-info")
+    assert fake_hub.xet_accesses() == []
+
+
+def test_passthrough_never_relays_redirects_or_non_json_bytes(make_hubgate, hostile: HostileHub) -> None:
+    """Attack: the generic `/api/...` passthrough answered upstream by a 302 to storage (with a signed URL),
+    by raw file bytes, or by a `resolve`-looking path. No Location and no non-JSON body reach the client."""
+    cdn = f"http://localhost:{hostile.port}/cdn/blob?X-Amz-Signature=abc"
+    secret = b"\x80\x02}q\x00RAW-FILE-BYTES"
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=302, headers={"Location": cdn})
+
+    async def raw(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=secret, content_type="application/octet-stream")
+
+    hostile.routes[("GET", "/api/models/evil/x/commits/main")] = redirect
+    hostile.routes[("GET", "/api/models/evil/y/commits/main")] = raw
+    hostile.routes[("GET", "/api/models/evil/z")] = redirect
+    gate = make_hubgate(hf_upstream=hostile.url)
+    for path in (
+        "/api/models/evil/x/commits/main",
+        "/api/models/evil/y/commits/main",
+        "/api/models/evil/z",
+        "/api/models/evil/z/revision/main",
+        "/api/models/evil/x/resolve/main/model.bin",
+        "/api/resolve-cache/models/evil/x/" + COMMIT + "/model.bin",
+        "/api/models/evil/x/commits/main/../../resolve/main/model.bin",
+        "/api/models/evil/x/commits/main%2F..%2F..%2Fresolve%2Fmain%2Fmodel.bin",
+    ):
+        answer = http.request("GET", gate.url + path)
+        assert answer.header("location") is None, (path, answer)
+        assert answer.status not in (200, 301, 302, 303, 307, 308) or path == "/api/models/evil/z/revision/main"
+        assert secret not in answer.body and b"X-Amz" not in answer.body, (path, answer)
+    assert not [s for s in hostile.seen if "/cdn/" in s[1]]  # hubgate never fetched the storage URL for them
+
+
+def test_hf_token_goes_to_the_hub_only_and_never_to_clients(make_hubgate, hostile: HostileHub, caplog) -> None:
+    """Attack: look for the server's HF token in what hubgate sends: to the CDN a redirect names (another
+    origin), in answers (files, errors, /healthz, /metrics), and in the log."""
+    token = "hf_SECRET_red_team_token_0123456789"
+    content = safetensors_bytes()
+    sha = hashlib.sha256(content).hexdigest()
+    cdn_path = "/cdn/blob"
+
+    async def head(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            status=302,
+            headers={
+                "Location": f"http://localhost:{hostile.port}{cdn_path}",
+                "X-Repo-Commit": COMMIT,
+                "X-Linked-Etag": f'"{sha}"',
+                "X-Linked-Size": str(len(content)),
+                "ETag": '"0123"',
+            },
+        )
+
+    async def blob(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=content)
+
+    async def fail(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=500, text="upstream exploded")
+
+    hostile.routes[("HEAD", f"/evil/x/resolve/{COMMIT}/model.safetensors")] = head
+    hostile.routes[("GET", f"/evil/x/resolve/{COMMIT}/model.safetensors")] = head
+    hostile.routes[("GET", cdn_path)] = blob
+    hostile.routes[("GET", "/api/models/evil/broken")] = fail
+    gate = make_hubgate(hf_upstream=hostile.url, hf_token=token)
+    answers = [
+        get_until_done(f"{gate.url}/evil/x/resolve/main/model.safetensors"),
+        http.request("GET", f"{gate.url}/api/models/evil/broken"),
+        http.request("GET", f"{gate.url}/evil/x/resolve/main/missing.bin"),
+        http.request("GET", f"{gate.url}/healthz"),
+        http.request("GET", f"{gate.url}/metrics"),
+    ]
+    assert answers[0].status == 200 and answers[0].body == content, answers[0]
+    for answer in answers:
+        assert token.encode() not in answer.body and token not in str(answer.headers)
+    hub_auth = [h.get("Authorization") for m, p, h in hostile.seen if p.startswith("/api/")]
+    assert hub_auth and all(a == f"Bearer {token}" for a in hub_auth)  # it is used where it belongs
+    cdn_auth = [h.get("Authorization") for m, p, h in hostile.seen if p.startswith(cdn_path)]
+    assert cdn_auth == [None], hostile.seen
+    assert token not in caplog.text
