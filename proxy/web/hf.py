@@ -6,6 +6,7 @@ file bytes come only from the vetted cache.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from multidict import MultiDict
 from proxy.errors import HubgateError, NotInOfflineCache, Refused, UpstreamError
 from proxy.hfmeta import offline_refusal
 from proxy.hfpaths import ApiTarget, ResolveTarget, api_repo_path, parse_api, parse_resolve
-from proxy.models import ArtifactRef, FileMeta, Verdict, VerdictStatus
+from proxy.models import REPO_ID_RE, ArtifactRef, FileMeta, Verdict, VerdictStatus
 from proxy.upstreams.hf import HfFileSource, status_error
 from proxy.web.keys import META, PIPELINE, SETTINGS, UPSTREAM
 from proxy.web.responses import BlobResponse
@@ -53,6 +54,7 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
     meta, pipeline = request.app[META], request.app[PIPELINE]
     commit = await meta.resolve(target.repo_type, target.repo_id, target.revision)
     try:
+        target = await _canonical(request, target, commit)
         verdict, file_meta, path = await _vetted_file(request, target, commit)
     except HubgateError as exc:
         exc.headers.setdefault("X-Repo-Commit", commit)  # every file answer names the commit, refusals too
@@ -72,6 +74,17 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
             f" (artifact {verdict.artifact_id})"
         )
     return BlobResponse(path, etag=file_meta.etag, headers=headers)
+
+
+async def _canonical(request: web.Request, target: ResolveTarget, commit: str) -> ResolveTarget:
+    """The file under the repo name the Hub gives it (its info's `id`). The Hub matches names case-insensitively
+    and answers a renamed repo's old name, so `Acme/Model` and `acme/model` are one file there: they must be one
+    artifact here, or an admin's reject of one would be bypassed by asking for another spelling."""
+    info = await request.app[META].info(target.repo_type, target.repo_id, commit)
+    canonical = info.get("id")
+    if isinstance(canonical, str) and canonical != target.repo_id and REPO_ID_RE.fullmatch(canonical):
+        return dataclasses.replace(target, repo_id=canonical)
+    return target
 
 
 async def _vetted_file(request: web.Request, target: ResolveTarget, commit: str) -> tuple[Verdict, FileMeta, Path]:

@@ -38,9 +38,13 @@ class HostileHub:
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], Handler] = {}
-        self.sent: dict[str, int] = {}  # path -> body bytes written (for streams the test cuts short)
         self.seen: list[tuple[str, str, dict[str, str]]] = []
-        self.info: dict[str, Any] = {"sha": COMMIT, "cardData": LICENSED, "siblings": [{"rfilename": "README.md"}]}
+        self.info: dict[str, Any] = {
+            "id": "evil/x",
+            "sha": COMMIT,
+            "cardData": LICENSED,
+            "siblings": [{"rfilename": "README.md"}],
+        }
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -52,10 +56,13 @@ class HostileHub:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.seen.append((request.method, request.raw_path, dict(request.headers)))
-        handler = self.routes.get((request.method, request.path))
+        # repo names are matched case-insensitively, as on the Hub (`EVIL/X` is `evil/x`)
+        handler = self.routes.get((request.method, request.path)) or self.routes.get(
+            (request.method, request.path.lower())
+        )
         if handler is not None:
             return await handler(request)
-        if request.method == "GET" and request.path.startswith("/api/models/evil/"):
+        if request.method == "GET" and request.path.lower().startswith("/api/models/evil/"):
             return web.json_response(self.info)
         return web.Response(status=404, headers={"X-Error-Code": "EntryNotFound"})
 
@@ -452,3 +459,34 @@ def test_hf_token_goes_to_the_hub_only_and_never_to_clients(make_hubgate, hostil
     cdn_auth = [h.get("Authorization") for m, p, h in hostile.seen if p.startswith(cdn_path)]
     assert cdn_auth == [None], hostile.seen
     assert token not in caplog.text
+
+
+# ---- one repo, many spellings ---------------------------------------------------------------------------------
+
+
+def test_a_reject_is_not_bypassed_by_another_spelling_of_the_repo(make_hubgate, hostile: HostileHub) -> None:
+    """Attack: an admin rejected `evil/x@C:model.safetensors`; the Hub matches repo names case-insensitively
+    (and answers a renamed repo's old name), so `EVIL/X` names the same file. Asking under another spelling
+    must not vet the same bytes afresh as a new artifact and serve them."""
+    content = safetensors_bytes()
+
+    async def body(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=content)
+
+    hostile.lfs_file("model.safetensors", content, body)
+    gate = make_hubgate(hf_upstream=hostile.url)
+    first = get_until_done(f"{gate.url}/evil/x/resolve/main/model.safetensors")
+    assert first.status == 200, first
+    aid = ArtifactRef(
+        source="hf", repo_type=RepoType.MODEL, repo_id="evil/x", commit=COMMIT, path="model.safetensors"
+    ).artifact_id
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    reject = http.request(
+        "POST", f"{gate.url}/admin/api/artifacts/{aid}/reject", headers=auth, body=b'{"reason": "withdrawn"}'
+    )
+    assert reject.status == 200, reject
+    for spelling in ("EVIL/X", "Evil/x", "evil/X"):
+        for revision in ("main", COMMIT):
+            answer = get_until_done(f"{gate.url}/{spelling}/resolve/{revision}/model.safetensors")
+            assert answer.status == 403, (spelling, revision, answer)
+            assert answer.body != content
