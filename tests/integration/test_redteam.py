@@ -490,3 +490,102 @@ def test_a_reject_is_not_bypassed_by_another_spelling_of_the_repo(make_hubgate, 
             answer = get_until_done(f"{gate.url}/{spelling}/resolve/{revision}/model.safetensors")
             assert answer.status == 403, (spelling, revision, answer)
             assert answer.body != content
+
+
+# ---- admin surface ---------------------------------------------------------------------------------------------
+
+
+def test_admin_api_refuses_every_forged_credential(make_hubgate, fake_hub: FakeHub) -> None:
+    """Attack: approve an artifact without the token: no header, a wrong or prefix token, the token without
+    `Bearer`, padded, a forged console cookie, or a real cookie replayed without the form's CSRF token."""
+    gate = make_hubgate(hf_upstream=fake_hub.url)
+    url = f"{gate.url}/admin/api/artifacts/0123456789ab/approve"
+    body = b'{"reason": "let me in"}'
+    for headers in (
+        {},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {ADMIN_TOKEN[:-1]}"},
+        {"Authorization": f"Bearer {ADMIN_TOKEN}x"},
+        {"Authorization": ADMIN_TOKEN},
+        {"Authorization": f"Basic {ADMIN_TOKEN}"},
+        {"Authorization": f"bearer  {ADMIN_TOKEN} "},
+        {"Cookie": "hubgate_session=eyJuIjoiYWRtaW4iLCJlIjo5OTk5OTk5OTk5LCJjIjoieCJ9.forged"},
+        {"Cookie": "hubgate_session=eyJuIjoiYWRtaW4iLCJlIjo5OTk5OTk5OTk5LCJjIjoieCJ9."},
+    ):
+        answer = http.request("POST", url, headers={"Content-Type": "application/json", **headers}, body=body)
+        assert answer.status == 401, (headers, answer)
+        assert ADMIN_TOKEN.encode() not in answer.body
+    assert gate.call(gate.store.read_audit(event="approve")) == []
+    # a real console session: forms without the CSRF token, or from another origin, are refused
+    login = http.request(
+        "POST",
+        f"{gate.url}/admin/login",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        body=f"token={ADMIN_TOKEN}&name=alice".encode(),
+    )
+    assert login.status == 303, login
+    cookie = (login.header("set-cookie") or "").split(";")[0]
+    assert cookie.startswith("hubgate_session=")
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
+    for extra, data in (
+        ({}, b"reason=csrf"),
+        ({}, b"reason=csrf&csrf=guess"),
+        ({"Origin": "http://evil.example"}, b"reason=csrf"),
+    ):
+        answer = http.request(
+            "POST", f"{gate.url}/admin/artifacts/0123456789ab/approve", headers={**form, **extra}, body=data
+        )
+        assert answer.status == 403, (extra, data, answer)
+    # the REST API does not take the console cookie in place of the token
+    answer = http.request("POST", url, headers={"Content-Type": "application/json", "Cookie": cookie}, body=body)
+    assert answer.status == 401, answer
+
+
+def test_admin_api_is_closed_when_no_token_is_configured(make_hubgate, fake_hub: FakeHub) -> None:
+    """Attack: a server started without HUBGATE_ADMIN_TOKEN must not accept an empty token anywhere."""
+    gate = make_hubgate(hf_upstream=fake_hub.url, admin_token=None)
+    for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer None"}):
+        answer = http.request("GET", f"{gate.url}/admin/api/artifacts", headers=headers)
+        assert answer.status == 401, (headers, answer)
+    login = http.request(
+        "POST",
+        f"{gate.url}/admin/login",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        body=b"token=&name=alice",
+    )
+    assert login.header("set-cookie") is None and login.status != 303, login
+
+
+def test_admin_name_cannot_inject_into_the_audit_trail(make_hubgate, fake_hub: FakeHub) -> None:
+    """Attack: a token holder names themselves with separators or markup (`X-Hubgate-Admin`); refused."""
+    gate = make_hubgate(hf_upstream=fake_hub.url)
+    for name in ("alice<script>", "alice admin:bob", "alice;x", "a" * 65, "alice\\tbob", "x:y"):
+        answer = http.request(
+            "GET",
+            f"{gate.url}/admin/api/artifacts",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "X-Hubgate-Admin": name},
+        )
+        assert answer.status == 400, (name, answer)
+
+
+# ---- offline means offline -------------------------------------------------------------------------------------
+
+
+def test_offline_mode_never_contacts_the_upstream(make_hubgate, fake_hub: FakeHub) -> None:
+    """Attack: make an offline server reach the upstream: unknown files, every API route, torch weights."""
+    commit = _add_model(fake_hub)
+    gate = make_hubgate(hf_upstream=fake_hub.url, offline=True, torch_upstream=fake_hub.url)
+    for method, path in [
+        ("GET", "/acme/model/resolve/main/model.safetensors"),
+        ("HEAD", f"/acme/model/resolve/{commit}/config.json"),
+        ("GET", "/api/models/acme/model"),
+        ("GET", "/api/models/acme/model/revision/main"),
+        ("GET", f"/api/models/acme/model/tree/{commit}"),
+        ("GET", "/api/models/acme/model/refs"),
+        ("GET", "/api/models/acme/model/commits/main"),
+        ("GET", "/torch/models/resnet18-f37072fd.pth"),
+    ]:
+        answer = http.request(method, gate.url + path)
+        assert answer.status in (404, 400, 403), (path, answer)
+    assert fake_hub.log == [], fake_hub.log
