@@ -1,7 +1,9 @@
 """`hubgate policy check [FILE]`: validate a policy file and say what it means, or exactly what is wrong.
 
-Exit 0 when the file is valid, 2 when it is not (or cannot be read). Errors go to stderr one per line,
-each `file:line: field: problem`; `--json` prints one object on stdout either way.
+Exit 0 when the file is valid, 2 when it is not (or cannot be read). Without FILE, a missing configured file
+is not an error: the server then enforces the built-in default, so that is what is checked and summarised.
+Errors go to stderr one per line, each `file:line: field: problem`; `--json` prints one object on stdout
+either way.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.models import Action, Severity
-from proxy.policy.loader import load_policy
+from proxy.policy.loader import default_policy, load_policy
 from proxy.policy.model import Policy, PolicyError
 
 DEFAULT_POLICY_PATH = Path("config/policy.toml")
@@ -57,6 +59,17 @@ def summary(policy: Policy) -> list[str]:
 def check_command(path: Path | None, *, as_json: bool) -> int:
     """Validate `path` (default: the configured policy file). 0 valid, 2 invalid."""
     target = path if path is not None else default_policy_path()
+    if path is None and not target.exists():
+        # What the server would do: with no policy file it enforces the built-in defaults. Say so, and check those.
+        policy = default_policy()
+        source = f"{target} (no such file; the server uses the built-in default policy)"
+        return _report_valid(policy, source, as_json=as_json)
+    if not target.exists():
+        if as_json:
+            print(json.dumps({"file": str(target), "valid": False, "errors": [f"{target}: no such policy file"]}))
+        else:
+            print(f"{target}: no such policy file", file=sys.stderr)
+        return 2
     try:
         policy = load_policy(target)
     except PolicyError as exc:
@@ -67,9 +80,13 @@ def check_command(path: Path | None, *, as_json: bool) -> int:
                 print(line, file=sys.stderr)
             print(f"{target}: invalid policy; fix the lines above and run the check again", file=sys.stderr)
         return 2
+    return _report_valid(policy, str(target), as_json=as_json)
+
+
+def _report_valid(policy: Policy, source: str, *, as_json: bool) -> int:
     if as_json:
         out: dict[str, Any] = {
-            "file": str(target),
+            "file": source,
             "valid": True,
             "hash": policy.hash,
             "mode": policy.mode.value,
@@ -79,7 +96,7 @@ def check_command(path: Path | None, *, as_json: bool) -> int:
         print(json.dumps(out))
     else:
         scopes = f", {len(policy.scope)} scope(s)" if policy.scope else ""
-        print(f"{target}: valid policy (hash {policy.hash}, mode {policy.mode.value}{scopes})")
+        print(f"{source}: valid policy (hash {policy.hash}, mode {policy.mode.value}{scopes})")
         for line in summary(policy):
             print(f"  {line}")
     return 0

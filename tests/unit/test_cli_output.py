@@ -122,3 +122,22 @@ def test_closed_stdout_is_a_quiet_exit(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == 141
+
+
+def test_policy_check_without_a_policy_file_reports_the_built_in_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server enforces the built-in default when no policy file exists; `policy check` says so (exit 0)."""
+    monkeypatch.setenv("HUBGATE_POLICY", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("HUBGATE_CONFIG", str(tmp_path / "absent-hubgate.toml"))
+    assert main(["policy", "check"]) == 0
+    out = capsys.readouterr().out
+    assert "absent.toml (no such file; the server uses the built-in default policy): valid policy" in out
+
+
+def test_policy_check_of_a_missing_named_file_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["policy", "check", str(tmp_path / "typo.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"{tmp_path / 'typo.toml'}: no such policy file"  # not "fix the lines above"
