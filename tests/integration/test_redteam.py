@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 
 from proxy.models import ArtifactRef, RepoType
+from proxy.redis_embedded import EmbeddedRedis
 from tests.fakes.hf_hub import FakeHub
 from tests.integration import http
 from tests.integration.conftest import ADMIN_TOKEN
@@ -589,3 +590,39 @@ def test_offline_mode_never_contacts_the_upstream(make_hubgate, fake_hub: FakeHu
         answer = http.request(method, gate.url + path)
         assert answer.status in (404, 400, 403), (path, answer)
     assert fake_hub.log == [], fake_hub.log
+
+
+# ---- failures elsewhere never turn into bytes --------------------------------------------------------------------
+
+
+def test_redis_lost_mid_service_refuses_even_approved_files(make_hubgate, fake_hub: FakeHub, tmp_path: Path) -> None:
+    """Attack: Redis goes away after a file was approved (its bytes are still in the vetted cache). Without
+    the verdict nothing can prove the file is still approved (it may have been rejected meanwhile): 503,
+    no bytes, for cached and cold files alike; /healthz says so."""
+    _add_model(fake_hub)
+    redis = EmbeddedRedis(tmp_path / "own-redis")
+    url = redis.start()
+    try:
+        gate = make_hubgate(hf_upstream=fake_hub.url, redis_url=url)
+        served = get_until_done(f"{gate.url}/acme/model/resolve/main/model.safetensors")
+        assert served.status == 200
+    finally:
+        redis.stop()
+    for path in ("/acme/model/resolve/main/model.safetensors", "/acme/model/resolve/main/config.json"):
+        answer = http.request("GET", gate.url + path, timeout=30)
+        assert answer.status == 503, (path, answer)
+        assert answer.body != served.body
+    assert http.request("GET", f"{gate.url}/healthz").status == 503
+
+
+def test_one_stalled_download_does_not_stall_other_files(make_hubgate, fake_hub: FakeHub) -> None:
+    """Attack: one file drips from the upstream (a hostile or broken origin). Its clients get 429 after the
+    hold; everyone else is served meanwhile."""
+    _add_model(fake_hub, **{"slow.safetensors": safetensors_bytes(200_000), "config.json": b"{}"})
+    fake_hub.add_fault("slow.safetensors", origin="cdn", chunk_delay=1.0, chunk_size=64 * 1024)
+    gate = make_hubgate(hf_upstream=fake_hub.url, hold_seconds=1.0)
+    slow = [http.request("GET", f"{gate.url}/acme/model/resolve/main/slow.safetensors") for _ in range(3)]
+    assert [a.status for a in slow] == [429, 429, 429], slow
+    fast = get_until_done(f"{gate.url}/acme/model/resolve/main/config.json")
+    assert fast.status == 200 and fast.body == b"{}"
+    fake_hub.clear_faults()
