@@ -60,7 +60,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--torch", nargs="+", default=[], metavar="NAME", help="approved torch weight names")
     p.add_argument("--all-approved", action="store_true", help="every approved artifact")
     p.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(func=export_command)
 
     p = subparsers.add_parser("import", help="verify, vet and load a signed bundle")
@@ -73,7 +73,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
         "(recorded as such; the inside policy still applies and still blocks)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable result on stdout")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(func=import_command)
 
 

@@ -167,39 +167,44 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = sub.add_parser("serve", help="run the proxy")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
+    p = sub.add_parser("serve", help="run the proxy (settings: HUBGATE_* variables or config/hubgate.toml)")
+    p.add_argument("--host", help="address to listen on (default $HUBGATE_HOST or 0.0.0.0)")
+    p.add_argument("--port", type=int, help="port to listen on (default $HUBGATE_PORT or 8080)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("scan", help="scan local files (exit 0 clean, 1 unsafe, 2 error)")
-    p.add_argument("paths", nargs="+")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories (recursed)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_scan)
 
     policy = sub.add_parser("policy", help="policy tools").add_subparsers(dest="policy_command", required=True)
     p = policy.add_parser("check", help="validate a policy file (default: HUBGATE_POLICY or config/policy.toml)")
-    p.add_argument("file", nargs="?")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("file", nargs="?", help="the policy file (default: $HUBGATE_POLICY or config/policy.toml)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_policy_check)
     p = policy.add_parser("reload", help="ask the running server to reload its policy file")
-    p.add_argument("--url", default=DEFAULT_URL)
-    p.add_argument("--admin")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--url", default=DEFAULT_URL, help=f"hubgate server (default {DEFAULT_URL})")
+    p.add_argument("--admin", help="your name in the audit trail (default $HUBGATE_ADMIN_NAME or $USER)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_policy_reload)
 
     p = admin_command("quarantine", "list artifacts awaiting an admin (or another --status)", _quarantine)
-    p.add_argument("--status", default="quarantined", choices=["quarantined", "blocked", "approved", "rejected"])
+    p.add_argument(
+        "--status",
+        default="quarantined",
+        choices=["quarantined", "blocked", "approved", "rejected"],
+        help="which artifacts to list (default quarantined)",
+    )
     for action in ("approve", "reject", "revoke"):
         p = admin_command(action, f"{action} an artifact (id or org/name@commit:path)", _decide(action))
-        p.add_argument("id")
-        p.add_argument("--reason", required=True)
+        p.add_argument("id", help="artifact id (12 hex) or org/name@commit:path")
+        p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p = admin_command("verdict", "show one artifact's verdict and findings", _verdict)
-    p.add_argument("id")
+    p.add_argument("id", help="artifact id (12 hex) or org/name@commit:path")
     p = admin_command("audit", "read the audit trail", _audit)
     p.add_argument("--since", type=float, help="hours back")
-    p.add_argument("--count", type=int, default=200)
-    p.add_argument("--artifact")
+    p.add_argument("--count", type=int, default=200, help="at most this many entries (default 200)")
+    p.add_argument("--artifact", help="only this artifact's entries (its id)")
     p.add_argument("--event", help="only this event (decision, approve, waive, served-under-waiver, ...)")
     p.add_argument("--actor", help="only entries whose actor contains this (e.g. alice)")
     for register in _extension_commands():

@@ -141,3 +141,23 @@ def test_policy_check_of_a_missing_named_file_is_one_clear_error(
     assert main(["policy", "check", str(tmp_path / "typo.toml")]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"{tmp_path / 'typo.toml'}: no such policy file"  # not "fix the lines above"
+
+
+def test_every_argument_of_every_command_has_help() -> None:
+    """`hubgate CMD --help` explains each argument: a newcomer should not have to read the source."""
+    import argparse
+
+    from proxy.cli import build_parser
+
+    missing: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, prefix: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    walk(child, f"{prefix} {name}")
+            elif not isinstance(action, argparse._HelpAction) and action.help is None:
+                missing.append(f"{prefix} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "hubgate")
+    assert not missing, missing

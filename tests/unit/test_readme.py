@@ -118,3 +118,11 @@ def test_hubgate_toml_lists_every_setting_with_its_default() -> None:
             continue
         annotation: Any = Settings.model_fields[key].annotation
         assert TypeAdapter(annotation).validate_python(value) == default, (key, value)
+
+
+def test_shipped_policy_scope_example_parses() -> None:
+    """config/policy.toml ends with a commented [[scope]] example; uncommented, it must be valid."""
+    text = (ROOT / "config" / "policy.toml").read_text()
+    example = "\n".join(line.removeprefix("# ") for line in text[text.index("# [[scope]]") :].splitlines())
+    policy = parse_policy(text + "\n" + example, "policy.toml")
+    assert policy.scope and policy.scope[0].match == ("my-org/*", "partner-org/special-model")
