@@ -156,6 +156,17 @@ class Pipeline:
         path = self.blobs.blob_path(verdict.sha256)
         if path is None:
             raise UpstreamError(f"hubgate: the vetted bytes of artifact {verdict.artifact_id} are missing; retry")
+        size = _size_or_none(path)
+        if verdict.size >= 0 and size != verdict.size:
+            # changed on disk since it was vetted (truncated, appended to, replaced): never serve it; dropping
+            # it makes the next request fetch and verify a fresh copy
+            log.error("blob %s is %s bytes, %d were vetted; deleting it", verdict.sha256, size, verdict.size)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise UpstreamError(
+                f"hubgate: the stored bytes of artifact {verdict.artifact_id} are not the ones that were vetted "
+                "(size changed on disk); they were dropped, retry to fetch them again"
+            )
         return path
 
     refusal = staticmethod(refusal)
@@ -383,3 +394,10 @@ class Pipeline:
         if phase == "downloading" and info.get("total", -1) > 0:
             detail = f" {100 * info.get('bytes', 0) // info['total']}% of {info['total']} bytes"
         return f"hubgate: vetting {ref.human} ({phase}{detail}); retry shortly"
+
+
+def _size_or_none(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None

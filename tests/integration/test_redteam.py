@@ -626,3 +626,25 @@ def test_one_stalled_download_does_not_stall_other_files(make_hubgate, fake_hub:
     fast = get_until_done(f"{gate.url}/acme/model/resolve/main/config.json")
     assert fast.status == 200 and fast.body == b"{}"
     fake_hub.clear_faults()
+
+
+# ---- the bytes on disk must still be the bytes that were vetted ---------------------------------------------------
+
+
+def test_a_vetted_blob_changed_on_disk_is_not_served(make_hubgate, fake_hub: FakeHub) -> None:
+    """Attack: after approval, the file under blobs/ is truncated or has bytes appended (a torn copy, a
+    careless restore, tampering). Serving it would hand out bytes that were never vetted under the hash its
+    ETag names: refuse (the next request fetches and vets a fresh copy)."""
+    weights = safetensors_bytes(20_000)
+    _add_model(fake_hub, **{"model.safetensors": weights, "config.json": b"{}"})
+    gate = make_hubgate(hf_upstream=fake_hub.url)
+    url = f"{gate.url}/acme/model/resolve/main/model.safetensors"
+    assert get_until_done(url).status == 200
+    blob = gate.blobs.blob_path(hashlib.sha256(weights).hexdigest())
+    for tampered in (weights[:-100], weights + b"\x80\x02cposix\nsystem\n"):
+        blob.chmod(0o644)
+        blob.write_bytes(tampered)
+        answer = http.request("GET", url)
+        assert answer.status != 200 and answer.body != tampered, answer
+        again = get_until_done(url)  # self-heals: a fresh, verified copy
+        assert again.status == 200 and again.body == weights, again
