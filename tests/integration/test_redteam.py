@@ -648,3 +648,29 @@ def test_a_vetted_blob_changed_on_disk_is_not_served(make_hubgate, fake_hub: Fak
         assert answer.status != 200 and answer.body != tampered, answer
         again = get_until_done(url)  # self-heals: a fresh, verified copy
         assert again.status == 200 and again.body == weights, again
+
+
+# ---- torch routes ------------------------------------------------------------------------------------------------
+
+
+def test_torch_paths_cannot_leave_models_or_the_repo(make_hubgate, hostile: HostileHub) -> None:
+    """Attack: traversal and encoding tricks on the torch routes. Nothing outside `/models/` (weights) or the
+    named repo (GitHub) may be requested upstream, and nothing is served."""
+    gate = make_hubgate(torch_upstream=hostile.url, github_upstream=hostile.url, github_api_upstream=hostile.url)
+    for path in (
+        "/torch/models/..%2F..%2Fetc%2Fpasswd",
+        "/torch/models/%2E%2E/secret.pth",
+        "/torch/models/a/%2e%2e/%2e%2e/secret.pth",
+        "/torch/models/..\\..\\secret.pth",
+        "/torch/models/x.pth%00.txt",
+        "/torch/models/" + "a" * 600 + ".pth",
+        "/torch/models/%252e%252e/secret.pth",
+        "/torch/github/..%2F..%2Fapi/repo/zipball/main",
+        "/torch/github/owner/..%2F..%2Frepos/zipball/main",
+        "/torch/github/owner/repo/zipball/..%2F..%2Fmain",
+        "/torch/codeload/owner/repo/legacy.zip/refs%2F..%2F..%2Fx",
+        "/torch/github-api/repos/..%2F..%2Fx/repo/branches",
+    ):
+        answer = http.request("GET", gate.url + path)
+        assert answer.status in (400, 404), (path, answer)
+    assert hostile.seen == [], hostile.seen  # refused before any upstream request
