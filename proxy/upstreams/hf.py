@@ -107,6 +107,14 @@ class HfUpstream:
         self._token = token
         self._origin = origin(self.base_url)
 
+    def _scrub(self, headers: Any, body: bytes = b"") -> tuple[CIMultiDict[str], bytes]:
+        """An answer with our token masked wherever it quotes it: upstream error messages reach clients."""
+        secret = self._token.get_secret_value() if self._token is not None else ""
+        if not secret:
+            return CIMultiDict(headers), body
+        masked = CIMultiDict((k, v.replace(secret, "***")) for k, v in headers.items())
+        return masked, body.replace(secret.encode(), b"***")
+
     def _auth_for(self, url: str) -> dict[str, str]:
         if self._token is None or origin(url) != self._origin:
             return {}
@@ -132,7 +140,8 @@ class HfUpstream:
                         if origin(target) == self._origin:
                             url = target
                             continue
-                    return UpstreamAnswer(resp.status, CIMultiDict(resp.headers), body, url)
+                    answer_headers, body = self._scrub(resp.headers, body)
+                    return UpstreamAnswer(resp.status, answer_headers, body, url)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise UpstreamError(
                     f"hubgate: the Hub upstream {self.base_url} is unreachable ({type(exc).__name__}); try again later"
@@ -150,7 +159,7 @@ class HfUpstream:
                     headers={"Accept-Encoding": "identity", **self._auth_for(url)},
                     allow_redirects=False,
                 ) as resp:
-                    headers = CIMultiDict(resp.headers)
+                    headers, _ = self._scrub(resp.headers)
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise UpstreamError(
@@ -203,7 +212,8 @@ class HfUpstream:
                     body = await read_capped(resp, what, limit=1024 * 1024)
                 finally:
                     resp.release()
-                raise status_error(resp.status, resp.headers, body, what)
+                error_headers, body = self._scrub(resp.headers, body)
+                raise status_error(resp.status, error_headers, body, what)
             return resp
         raise UpstreamError(f"hubgate: too many redirects downloading {what}")
 

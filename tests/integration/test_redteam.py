@@ -674,3 +674,34 @@ def test_torch_paths_cannot_leave_models_or_the_repo(make_hubgate, hostile: Host
         answer = http.request("GET", gate.url + path)
         assert answer.status in (400, 404), (path, answer)
     assert hostile.seen == [], hostile.seen  # refused before any upstream request
+
+
+def test_hf_token_echoed_by_the_upstream_is_not_relayed(make_hubgate, hostile: HostileHub) -> None:
+    """Attack: the upstream's error answer quotes the Authorization it received (a debugging proxy, a
+    misconfigured gateway). hubgate relays upstream 4xx messages to clients: the server's token must be
+    masked in them (X-Error-Message, the JSON body) and in the log."""
+    token = "hf_SECRET_echoed_token_9876543210"
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        given = request.headers.get("Authorization", "")
+        text = f"token rejected: {given}"
+        return web.json_response({"error": text}, status=403, headers={"X-Error-Message": text})
+
+    async def echo_body(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"error": f"bad credentials {request.headers.get('Authorization', '')}"}, status=401)
+
+    hostile.routes[("GET", "/api/models/evil/echo")] = echo
+    hostile.routes[("GET", "/api/models/evil/echo/revision/main")] = echo
+    hostile.routes[("HEAD", f"/evil/x/resolve/{COMMIT}/echo.bin")] = echo
+    hostile.routes[("GET", "/api/models/evil/body")] = echo_body
+    gate = make_hubgate(hf_upstream=hostile.url, hf_token=token)
+    answers = [
+        http.request("GET", f"{gate.url}/api/models/evil/echo"),
+        http.request("GET", f"{gate.url}/evil/echo/resolve/main/x.bin"),
+        http.request("GET", f"{gate.url}/evil/x/resolve/main/echo.bin"),
+        http.request("GET", f"{gate.url}/api/models/evil/body"),
+    ]
+    assert any(h[2].get("Authorization") == f"Bearer {token}" for h in hostile.seen)  # it was sent upstream
+    for answer in answers:
+        assert answer.status in (401, 403), answer
+        assert token not in str(answer.headers) and token.encode() not in answer.body, answer
