@@ -7,6 +7,7 @@ Admin commands talk to a running server's admin API (`--url`, token from HUBGATE
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -45,8 +46,17 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(json_lines=settings.log_json)
     app = create_app(settings)
     app.on_startup.append(install_sighup)  # `kill -HUP <pid>` reloads the policy file
-    err.print(f"hubgate listening on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    listening = f"hubgate listening on http://{settings.host}:{settings.port} (data in {settings.data_dir})"
+    try:
+        # run_app calls `print` once the socket is bound, so the line is never shown for a port that failed.
+        web.run_app(app, host=settings.host, port=settings.port, print=lambda _: err.print(listening), access_log=None)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        raise HubgateError(
+            f"hubgate: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}; "
+            "stop the other server or choose another port (--port or HUBGATE_PORT)"
+        ) from None
     return 0
 
 

@@ -161,3 +161,27 @@ def test_every_argument_of_every_command_has_help() -> None:
 
     walk(build_parser(), "hubgate")
     assert not missing, missing
+
+
+def test_serve_on_a_busy_port_is_one_clear_error(tmp_path: Path) -> None:
+    """No traceback, no "listening" line: the port is named and what to do is said."""
+    import os
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HUBGATE_")}
+        env.update(HUBGATE_DATA_DIR=str(tmp_path / "data"), HUBGATE_CONFIG=str(tmp_path / "none.toml"))
+        proc = subprocess.run(
+            [sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "listening on" not in proc.stderr, proc.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in " ".join(proc.stderr.split()), proc.stderr
