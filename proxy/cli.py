@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -237,6 +238,19 @@ def _extension_commands() -> list[Callable[[Any], object]]:
     return registrars
 
 
+def settings_error(exc: ValidationError) -> str:
+    """One line per bad setting, named as the admin would set it (variable and config-file key)."""
+    config = os.environ.get("HUBGATE_CONFIG", "config/hubgate.toml")
+    lines = [f"hubgate: invalid settings (environment HUBGATE_* or {config}):"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown setting (every key is listed in config/hubgate.toml)")
+        else:
+            lines.append(f"  {key} (HUBGATE_{key.upper()}): {error['msg']}, got {error.get('input')!r}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -247,6 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        err.print(f"[red]error:[/red] {escape(settings_error(exc))}", highlight=False)
+        return 2
     except BrokenPipeError:
         # `hubgate audit --json | head`: the reader left; say nothing more (stdout is gone) and exit quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

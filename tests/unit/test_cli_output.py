@@ -185,3 +185,17 @@ def test_serve_on_a_busy_port_is_one_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "listening on" not in proc.stderr, proc.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in " ".join(proc.stderr.split()), proc.stderr
+
+
+def test_bad_settings_are_named_not_a_traceback(tmp_path: Path) -> None:
+    import os
+
+    config = tmp_path / "hubgate.toml"
+    config.write_text("prot = 8080\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBGATE_")}
+    env.update(HUBGATE_PORT="eighty", HUBGATE_CONFIG=str(config), HUBGATE_DATA_DIR=str(tmp_path / "data"))
+    proc = subprocess.run([sys.executable, "-m", "proxy", "serve"], capture_output=True, text=True, timeout=60, env=env)
+    text = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "port (HUBGATE_PORT): Input should be a valid integer" in text, text
+    assert "prot: unknown setting" in text, text
