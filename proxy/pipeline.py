@@ -27,6 +27,7 @@ from proxy.models import (
     FileMeta,
     RepoMeta,
     ScanReport,
+    ScanVerdict,
     Verdict,
     VerdictStatus,
 )
@@ -69,6 +70,11 @@ def servable(verdict: Verdict) -> bool:
     if verdict.status is VerdictStatus.APPROVED:
         return True
     return verdict.mode == "audit" and verdict.admin_status is None and verdict.status is not VerdictStatus.REJECTED
+
+
+def _blind_approval(verdict: Verdict | None) -> bool:
+    """An admin approval given when no scan existed (the artifact was refused on repo facts alone)."""
+    return verdict is not None and verdict.admin_status is VerdictStatus.APPROVED and verdict.scan_verdict is None
 
 
 def verify_download(meta: FileMeta, size: int, sha256: str, git_sha1: str | None, what: str) -> None:
@@ -307,9 +313,19 @@ class Pipeline:
         report = await self._scan(ref, sha256)
         scanned = time.monotonic()
         decision = decide(report, ref, repo, policy)
-        verdict = Verdict.from_decision(
-            ref, sha256=sha256, size=size, report=report, decision=decision, previous=previous
-        )
+        keep = previous
+        if _blind_approval(previous) and report.verdict is ScanVerdict.UNSAFE:
+            # approved before any byte was scanned (a repo-level block): like a broad waiver, that approval
+            # does not cover content the scanners found unsafe; the admin decides again with the findings
+            assert previous is not None
+            detail = (
+                f"the approval by {previous.admin_by or 'an admin'} was given before the scan; the scan found "
+                f"{ref.human} unsafe, so it was dropped: approve again with the findings in view if still wanted"
+            )
+            log.warning(detail)
+            await self.store.append_audit("approval-dropped", "policy", artifact_id=ref.artifact_id, detail=detail)
+            keep = previous.model_copy(update={"admin_status": None, "admin_by": "", "admin_reason": ""})
+        verdict = Verdict.from_decision(ref, sha256=sha256, size=size, report=report, decision=decision, previous=keep)
         waiver = await self.waiver_for(verdict)
         if servable(verdict) or waiver:
             await self.blobs.promote(sha256)

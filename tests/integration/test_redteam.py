@@ -705,3 +705,46 @@ def test_hf_token_echoed_by_the_upstream_is_not_relayed(make_hubgate, hostile: H
     for answer in answers:
         assert answer.status in (401, 403), answer
         assert token not in str(answer.headers) and token.encode() not in answer.body, answer
+
+
+# ---- an approval covers what the admin saw --------------------------------------------------------------------
+
+
+def test_approval_given_before_the_scan_does_not_cover_unsafe_bytes(
+    make_hubgate, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    """Attack: a repo is blocked on its license alone, before any byte is fetched (no scan). An admin approves
+    the artifact ("legal says the license is fine"). The bytes then fetched carry a pickle that runs
+    os.system: the approval was given without a scan and must not serve what the scanners find unsafe
+    (as for broad waivers); it takes an approval given with the findings in view."""
+    payload = _evil_pickle(tmp_path / "pwned")
+    commit = fake_hub.add_repo(
+        "acme/nc", files={"pytorch_model.bin": payload}, card="---\nlicense: cc-by-nc-4.0\n---\n# NC\n"
+    )[0]
+    gate = make_hubgate(hf_upstream=fake_hub.url)
+    url = f"{gate.url}/acme/nc/resolve/main/pytorch_model.bin"
+    first = get_until_done(url)
+    assert first.status == 403 and "license" in (first.header("x-error-message") or ""), first
+    aid = ArtifactRef(
+        source="hf", repo_type=RepoType.MODEL, repo_id="acme/nc", commit=commit, path="pytorch_model.bin"
+    ).artifact_id
+    stored = gate.call(gate.store.get_verdict(aid))
+    assert stored is not None and stored.scan_verdict is None  # decided without the bytes
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    approve = http.request(
+        "POST", f"{gate.url}/admin/api/artifacts/{aid}/approve", headers=auth, body=b'{"reason": "legal ok"}'
+    )
+    assert approve.status == 200, approve
+    second = get_until_done(url)
+    assert second.status == 403, second
+    assert second.body != payload
+    assert "posix.system" in (second.header("x-error-message") or ""), second
+    dropped = gate.call(gate.store.read_audit(event="approval-dropped"))
+    assert len(dropped) == 1 and dropped[0]["artifact_id"] == aid
+    # with the findings in view, the admin can still approve (a false positive, say)
+    again = http.request(
+        "POST", f"{gate.url}/admin/api/artifacts/{aid}/approve", headers=auth, body=b'{"reason": "seen it"}'
+    )
+    assert again.status == 200, again
+    assert get_until_done(url).body == payload
+    assert not (tmp_path / "pwned").exists()
