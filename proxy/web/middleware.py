@@ -30,7 +30,7 @@ def error_response(exc: HubgateError) -> web.Response:
     headers = {k: ascii_header(v) for k, v in exc.headers.items()}
     headers["X-Error-Message"] = ascii_header(message)
     if exc.error_code:
-        headers["X-Error-Code"] = exc.error_code
+        headers["X-Error-Code"] = ascii_header(exc.error_code, 100)  # may be relayed from the upstream
     return web.Response(
         status=exc.status,
         body=json.dumps({"error": message}).encode(),

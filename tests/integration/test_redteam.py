@@ -748,3 +748,30 @@ def test_approval_given_before_the_scan_does_not_cover_unsafe_bytes(
     assert again.status == 200, again
     assert get_until_done(url).body == payload
     assert not (tmp_path / "pwned").exists()
+
+
+# ---- relayed upstream headers -------------------------------------------------------------------------------------
+
+
+def test_hostile_upstream_error_headers_are_relayed_safely(make_hubgate, hostile: HostileHub) -> None:
+    """Attack: the upstream's error answer carries odd `X-Error-Code` / `X-Error-Message` / `X-Repo-Commit`
+    values (non-ASCII bytes, very long). The client gets a clean, bounded, ASCII refusal, not a crash."""
+
+    async def odd(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=404)
+        resp.headers["X-Error-Code"] = "RepoNotFound\u00e9<script>"
+        resp.headers["X-Error-Message"] = "nope \u00e9" + "x" * 4000
+        resp.headers["X-Repo-Commit"] = "not-a-commit \u00e9"
+        await resp.prepare(request)
+        await resp.write_eof()
+        return resp
+
+    hostile.routes[("GET", "/api/models/evil/odd")] = odd
+    hostile.routes[("GET", "/api/models/evil/odd/revision/main")] = odd
+    gate = make_hubgate(hf_upstream=hostile.url)
+    for path in ("/api/models/evil/odd", "/evil/odd/resolve/main/x.bin"):
+        answer = http.request("GET", gate.url + path)
+        assert answer.status == 404, (path, answer)
+        for name in ("x-error-code", "x-error-message", "x-repo-commit"):
+            value = answer.header(name) or ""
+            assert value.isascii() and len(value) <= 2000, (path, name, value)
