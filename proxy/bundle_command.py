@@ -205,6 +205,9 @@ async def _export(
 
 
 def import_command(args: argparse.Namespace) -> int:
+    if args.file != "-" and not Path(args.file).is_file():  # before starting Redis for nothing
+        err.print(f"[red]error:[/red] {escape(args.file)}: no such bundle file", highlight=False)
+        return 2
     try:
         trusted = signing.load_public(args.trust_key)
         result = asyncio.run(_import(Settings(), args, trusted))

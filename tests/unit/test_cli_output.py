@@ -199,3 +199,11 @@ def test_bad_settings_are_named_not_a_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "port (HUBGATE_PORT): Input should be a valid integer" in text, text
     assert "prot: unknown setting" in text, text
+
+
+def test_import_of_a_missing_bundle_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keygen", "--out", str(tmp_path / "site")]) == 0
+    capsys.readouterr()
+    missing = tmp_path / "models.tar"
+    assert main(["import", str(missing), "--trust-key", str(tmp_path / "site.pub")]) == 2
+    assert " ".join(capsys.readouterr().err.split()) == f"error: {missing}: no such bundle file"
