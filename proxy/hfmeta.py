@@ -108,6 +108,12 @@ class HfMetadata:
         if self.offline:
             raise offline_refusal(f"{repo_id}@{commit[:12]}:{path}", commit=commit)
         head = await self._online().head_file(repo_type, repo_id, commit, path)
+        if head.commit != commit:
+            # metadata is cached per commit forever: another commit's file must not be pinned as this one's
+            raise UpstreamError(
+                f"hubgate: asked for {repo_id}@{commit[:12]}:{path}, the upstream answered the file of commit "
+                f"{head.commit[:12]}; refusing to fetch what cannot be pinned"
+            )
         await self.store.set_file_meta(repo_type.value, repo_id, commit, head.meta)
         if len(self._locations) > 10_000:
             self._locations.clear()

@@ -775,3 +775,42 @@ def test_hostile_upstream_error_headers_are_relayed_safely(make_hubgate, hostile
         for name in ("x-error-code", "x-error-message", "x-repo-commit"):
             value = answer.header(name) or ""
             assert value.isascii() and len(value) <= 2000, (path, name, value)
+
+
+# ---- the file answered must be the file of the commit asked for ----------------------------------------------------
+
+
+def test_file_metadata_of_another_commit_is_refused(make_hubgate, hostile: HostileHub) -> None:
+    """Attack: asked for `model.safetensors` at commit C, the upstream answers the HEAD with the file of
+    another commit (X-Repo-Commit D) or of no commit. hubgate would pin D's bytes as C's file forever
+    (artifact ids and cached metadata are per commit): refuse instead."""
+    content = safetensors_bytes()
+    other = "d" * 40
+    sha = hashlib.sha256(content).hexdigest()
+
+    def head_for(commit: str) -> Handler:
+        async def head(request: web.Request) -> web.StreamResponse:
+            return web.Response(
+                headers={
+                    "X-Repo-Commit": commit,
+                    "ETag": f'"{sha}"',
+                    "X-Linked-Etag": f'"{sha}"',
+                    "X-Linked-Size": str(len(content)),
+                    "Content-Length": str(len(content)),
+                }
+            )
+
+        return head
+
+    async def body(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=content)
+
+    for name, commit in (("moved.safetensors", other), ("upper.safetensors", COMMIT.upper())):
+        hostile.routes[("HEAD", f"/evil/x/resolve/{COMMIT}/{name}")] = head_for(commit)
+        hostile.routes[("GET", f"/evil/x/resolve/{COMMIT}/{name}")] = body
+    gate = make_hubgate(hf_upstream=hostile.url)
+    for name in ("moved.safetensors", "upper.safetensors"):
+        for revision in ("main", COMMIT):
+            answer = get_until_done(f"{gate.url}/evil/x/resolve/{revision}/{name}")
+            assert answer.status == 502, (name, revision, answer)
+            assert answer.body != content
