@@ -20,6 +20,10 @@ class BlobResponse(web.FileResponse):
         self._content_etag = etag
         self.headers["ETag"] = f'"{etag}"'
         self.headers.setdefault("Content-Type", "application/octet-stream")
+        # repo files are opaque downloads: a browser opening one (HTML, SVG) from hubgate's origin, where the
+        # admin console lives, must neither sniff it into a page nor run its script
+        self.headers["X-Content-Type-Options"] = "nosniff"
+        self.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
 
     @property
     def etag(self) -> Any:

@@ -814,3 +814,24 @@ def test_file_metadata_of_another_commit_is_refused(make_hubgate, hostile: Hosti
             answer = get_until_done(f"{gate.url}/evil/x/resolve/{revision}/{name}")
             assert answer.status == 502, (name, revision, answer)
             assert answer.body != content
+
+
+# ---- served repo files must not run in hubgate's origin (the console lives there) ----------------------------------
+
+
+def test_served_html_cannot_script_the_console_origin(make_hubgate, fake_hub: FakeHub) -> None:
+    """Attack: a repo ships `index.html` / `x.svg` with script that, opened in an admin's browser from
+    hubgate's origin, would read the console's CSRF token and approve artifacts. Files are served as opaque
+    downloads: octet-stream, no sniffing, sandboxed, as an attachment."""
+    script = b"<html><script>fetch('/admin/').then(r=>r.text()).then(alert)</script></html>"
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.domain)</script></svg>'
+    _add_model(fake_hub, **{"index.html": script, "x.svg": svg, "config.json": b"{}"})
+    gate = make_hubgate(hf_upstream=fake_hub.url)
+    for name, body in (("index.html", script), ("x.svg", svg)):
+        answer = get_until_done(f"{gate.url}/acme/model/resolve/main/{name}")
+        if answer.status != 200:
+            continue  # refused is safe too
+        assert answer.body == body
+        assert answer.header("content-type") == "application/octet-stream", answer.headers
+        assert answer.header("x-content-type-options") == "nosniff", answer.headers
+        assert "sandbox" in (answer.header("content-security-policy") or ""), answer.headers
