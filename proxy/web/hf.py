@@ -21,6 +21,7 @@ from proxy.hfpaths import ApiTarget, ResolveTarget, api_repo_path, parse_api, pa
 from proxy.models import REPO_ID_RE, ArtifactRef, FileMeta, Verdict, VerdictStatus
 from proxy.upstreams.hf import HfFileSource, status_error
 from proxy.web.keys import META, PIPELINE, SETTINGS, UPSTREAM
+from proxy.web.middleware import ascii_header
 from proxy.web.responses import BlobResponse
 from proxy.xet import split_link_header, strip_xet_json
 
@@ -64,12 +65,12 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
     pipeline.metrics.served_files.inc()
     headers = {"X-Repo-Commit": commit, "Accept-Ranges": "bytes"}
     if verdict.decided_by.startswith("waiver:"):
-        headers["X-HF-Warning"] = (
+        headers["X-HF-Warning"] = ascii_header(
             f"hubgate; served under {verdict.decided_by.replace(':', ' ')}: {'; '.join(verdict.reasons)}"
             f" (artifact {verdict.artifact_id})"
         )
     elif verdict.status is not VerdictStatus.APPROVED:
-        headers["X-HF-Warning"] = (
+        headers["X-HF-Warning"] = ascii_header(  # reasons quote names taken from the file (any character)
             f"hubgate; audit mode: {verdict.status.value} by policy but served: {'; '.join(verdict.reasons)}"
             f" (artifact {verdict.artifact_id})"
         )

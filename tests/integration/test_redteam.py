@@ -835,3 +835,32 @@ def test_served_html_cannot_script_the_console_origin(make_hubgate, fake_hub: Fa
         assert answer.header("content-type") == "application/octet-stream", answer.headers
         assert answer.header("x-content-type-options") == "nosniff", answer.headers
         assert "sandbox" in (answer.header("content-security-policy") or ""), answer.headers
+
+
+# ---- audit mode --------------------------------------------------------------------------------------------------
+
+
+def _stack_global_pickle(module: str, name: str) -> bytes:
+    """A protocol-4 pickle naming `module.name` via STACK_GLOBAL (names may hold any character)."""
+    out = bytearray(b"\x80\x04")
+    for text in (module, name):
+        raw = text.encode()
+        out += b"\x8c" + bytes([len(raw)]) + raw  # SHORT_BINUNICODE
+    out += b"\x93."  # STACK_GLOBAL, STOP
+    return bytes(out)
+
+
+def test_audit_mode_warning_cannot_inject_headers(make_hubgate, fake_hub: FakeHub, tmp_path: Path) -> None:
+    """Attack: in audit mode a refused file is served with its reasons in `X-HF-Warning`; the reasons quote
+    names taken from the file (a pickle global may hold CR/LF). The warning must stay one clean ASCII
+    header, and the file is still answered (not a 500)."""
+    policy = tmp_path / "audit.toml"
+    policy.write_text('version = 1\nmode = "audit"\n')
+    evil = _stack_global_pickle("os\r\nX-Injected: 1\r\n\u00e9", "system")
+    _add_model(fake_hub, **{"pytorch_model.bin": evil, "config.json": b"{}"})
+    gate = make_hubgate(hf_upstream=fake_hub.url, policy=policy)
+    answer = get_until_done(f"{gate.url}/acme/model/resolve/main/pytorch_model.bin")
+    assert answer.status == 200, answer
+    assert answer.header("x-injected") is None
+    warning = answer.header("x-hf-warning") or ""
+    assert "audit mode" in warning and warning.isascii() and "\n" not in warning and "\r" not in warning, warning
