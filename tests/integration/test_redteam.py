@@ -864,3 +864,35 @@ def test_audit_mode_warning_cannot_inject_headers(make_hubgate, fake_hub: FakeHu
     assert answer.header("x-injected") is None
     warning = answer.header("x-hf-warning") or ""
     assert "audit mode" in warning and warning.isascii() and "\n" not in warning and "\r" not in warning, warning
+
+
+def test_switching_audit_to_enforce_stops_serving_what_audit_let_through(
+    make_hubgate, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    """Attack: a file refused by policy was served (and cached in blobs/) while the policy was in audit mode.
+    Once the policy is switched to enforce, the cached bytes must not be served any more; an admin's reject
+    stops them even in audit mode."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('version = 1\nmode = "audit"\n')
+    evil = _evil_pickle(tmp_path / "pwned")
+    _add_model(fake_hub, **{"pytorch_model.bin": evil, "config.json": b"{}"})
+    gate = make_hubgate(hf_upstream=fake_hub.url, policy=policy, policy_watch_seconds=0)
+    url = f"{gate.url}/acme/model/resolve/main/pytorch_model.bin"
+    assert get_until_done(url).status == 200
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    policy.write_text('version = 1\nmode = "enforce"\n')
+    assert http.request("POST", f"{gate.url}/admin/api/policy/reload", headers=auth).status == 200
+    refused = http.request("GET", url)
+    assert refused.status == 403 and refused.body != evil, refused
+    policy.write_text('version = 1\nmode = "audit"\n')
+    assert http.request("POST", f"{gate.url}/admin/api/policy/reload", headers=auth).status == 200
+    assert get_until_done(url).status == 200
+    aid = refused.header("x-error-message").split("(artifact ")[1][:12]
+    reject = http.request(
+        "POST",
+        f"{gate.url}/admin/api/artifacts/{aid}/reject",
+        headers={**auth, "Content-Type": "application/json"},
+        body=b'{"reason": "no"}',
+    )
+    assert reject.status == 200, reject
+    assert http.request("GET", url).status == 403
