@@ -145,6 +145,10 @@ async def _chunks(resp: aiohttp.ClientResponse, what: str) -> AsyncIterator[byte
     received = 0
     async for chunk in resp.content.iter_chunked(CHUNK):
         received += len(chunk)
+        if resp.content_length is not None and received > resp.content_length:
+            # more than the answer promised (a body inflated despite `Accept-Encoding: identity`): stop now,
+            # not after writing it all to disk
+            raise IntegrityError(f"transfer of {what} is larger than the {resp.content_length} bytes announced")
         yield chunk
     if resp.content_length is not None and received != resp.content_length:
         raise IntegrityError(f"transfer of {what} cut: {received} of {resp.content_length} bytes")

@@ -896,3 +896,20 @@ def test_switching_audit_to_enforce_stops_serving_what_audit_let_through(
     )
     assert reject.status == 200, reject
     assert http.request("GET", url).status == 403
+
+
+def test_torch_gzip_bomb_is_stopped_early(make_hubgate, hostile: HostileHub) -> None:
+    """Attack: download.pytorch.org (or a GitHub archive) answers `Content-Encoding: gzip` although hubgate
+    asked for identity: 64 KiB on the wire inflating to 64 MiB. Torch names carry no size, so the limit is
+    what the answer itself promised (its Content-Length): stop there, not at HUBGATE_MAX_FILE_SIZE."""
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
+
+    async def body(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=bomb, headers={"Content-Encoding": "gzip"})
+
+    hostile.routes[("GET", "/models/bomb-0123abcd.pth")] = body
+    gate = make_hubgate(torch_upstream=hostile.url)
+    answer = http.request("GET", f"{gate.url}/torch/models/bomb-0123abcd.pth")
+    assert answer.status in (403, 502), answer
+    assert counter(gate, "hubgate_upstream_bytes_total") < 8 * 1024 * 1024
+    assert held_files(gate) == []
