@@ -16,6 +16,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
@@ -913,3 +914,23 @@ def test_torch_gzip_bomb_is_stopped_early(make_hubgate, hostile: HostileHub) -> 
     assert answer.status in (403, 502), answer
     assert counter(gate, "hubgate_upstream_bytes_total") < 8 * 1024 * 1024
     assert held_files(gate) == []
+
+
+def test_oversized_names_are_refused_cleanly(make_hubgate, fake_hub: FakeHub) -> None:
+    """Attack: very long repo names, revisions, file paths and URLs, and unicode look-alikes. Each is a clean
+    4xx (never a 500, never an upstream call with the long name)."""
+    _add_model(fake_hub)
+    gate = make_hubgate(hf_upstream=fake_hub.url)
+    fake_hub.reset_log()
+    for path in (
+        "/acme/" + "m" * 200 + "/resolve/main/config.json",
+        "/acme/model/resolve/" + "r" * 300 + "/config.json",
+        "/acme/model/resolve/main/" + "/".join(["d" * 100] * 11) + "/config.json",
+        "/acme/model/resolve/main/" + "x" * 7000,
+        "/api/models/acme/model/tree/main/" + "p" * 1100,
+        "/acme\u2215model/resolve/main/config.json",  # DIVISION SLASH, not '/'
+        "/ac%C3%A9me/model/resolve/main/config.json",
+    ):
+        answer = http.request("GET", gate.url + quote(path, safe="/%"))
+        assert 400 <= answer.status < 500, (path[:80], answer.status)
+    assert not [r for r in fake_hub.log if len(r.path) > 1000], "a long name reached the upstream"
