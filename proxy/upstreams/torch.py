@@ -134,6 +134,10 @@ class HttpSource:
                     )
                 if resp.status != 200:
                     raise UpstreamError(f"upstream answered {resp.status} for {self._what} ({self._url})")
+                encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):
+                    # identity was asked for; a compressed body would be inflated without any size to stop at
+                    raise UpstreamError(f"upstream sent {self._what} {encoding}-encoded although identity was asked")
                 yield _chunks(resp, self._what)
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"upstream unreachable for {self._what}: {exc}") from exc

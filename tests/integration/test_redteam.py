@@ -934,3 +934,24 @@ def test_oversized_names_are_refused_cleanly(make_hubgate, fake_hub: FakeHub) ->
         answer = http.request("GET", gate.url + quote(path, safe="/%"))
         assert 400 <= answer.status < 500, (path[:80], answer.status)
     assert not [r for r in fake_hub.log if len(r.path) > 1000], "a long name reached the upstream"
+
+
+def test_torch_chunked_gzip_bomb_is_refused_before_inflating(make_hubgate, hostile: HostileHub) -> None:
+    """Attack: the same bomb sent chunked (no Content-Length to compare with). hubgate asked for identity:
+    a compressed answer is refused outright rather than inflated up to HUBGATE_MAX_FILE_SIZE."""
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
+
+    async def body(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Encoding": "gzip"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(bomb)
+        await resp.write_eof()
+        return resp
+
+    hostile.routes[("GET", "/models/chunked-0123abcd.pth")] = body
+    gate = make_hubgate(torch_upstream=hostile.url)
+    answer = http.request("GET", f"{gate.url}/torch/models/chunked-0123abcd.pth")
+    assert answer.status in (403, 502), answer
+    assert counter(gate, "hubgate_upstream_bytes_total") < 8 * 1024 * 1024
+    assert held_files(gate) == []
