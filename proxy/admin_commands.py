@@ -23,7 +23,7 @@ from proxy.errors import HubgateError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages hold paths and ids: never break them
 
 
 def _client(args: argparse.Namespace) -> Any:

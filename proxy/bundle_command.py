@@ -37,7 +37,7 @@ from proxy.models import VerdictStatus
 from proxy.settings import Settings
 
 DEFAULT_KEY_PREFIX = "hubgate-bundle"
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages hold paths and ids: never break them
 out = Console()
 
 
