@@ -15,11 +15,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from proxy.errors import Blocked, IntegrityError, Quarantined, Refused, UpstreamError, VettingInProgress
+from proxy.errors import Blocked, IntegrityError, Quarantined, Refused, Unavailable, UpstreamError, VettingInProgress
 from proxy.metrics import Metrics
 from proxy.models import (
     Action,
@@ -105,6 +106,8 @@ class Pipeline:
         max_file_size: int,
         offline: bool = False,
         on_decision: Callable[[Verdict], Awaitable[None]] | None = None,
+        max_concurrent_fetches: int = 8,
+        min_free_bytes: int = 1024**3,
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -115,6 +118,8 @@ class Pipeline:
         self.offline = offline
         self.on_decision = on_decision
         self._tasks: dict[str, asyncio.Task[Verdict]] = {}
+        self._fetch_slots = asyncio.Semaphore(max_concurrent_fetches)
+        self.min_free_bytes = min_free_bytes
 
     # ---- the entry point -------------------------------------------------------------------------
 
@@ -349,10 +354,31 @@ class Pipeline:
         if meta.sha256 and (self.blobs.blob_path(meta.sha256) or self.blobs.quarantine_path(meta.sha256)):
             return meta.sha256, meta.size
         what = ref.human
-        started = last = time.monotonic()
-        key = f"progress:{ref.artifact_id}"
         expected = meta.size if meta.size >= 0 else None
         limit = min(self.max_file_size, expected) if expected is not None else self.max_file_size
+        if self._fetch_slots.locked():
+            await self.store.set_progress(f"progress:{ref.artifact_id}", {"phase": "queued", "since": time.time()})
+        async with self._fetch_slots:
+            self._check_disk(what, expected)
+            return await self._download(ref, meta, source, expected, limit)
+
+    def _check_disk(self, what: str, expected: int | None) -> None:
+        """Refuse before writing when the download would eat the reserve (a full disk fails every vetting)."""
+        free = shutil.disk_usage(self.blobs.tmp_dir).free
+        needed = (expected or 0) + self.min_free_bytes
+        if free < needed:
+            raise Unavailable(
+                f"hubgate: not enough disk space to vet {what} ({expected if expected is not None else 'unknown'}"
+                f" bytes; {free} free, {self.min_free_bytes} kept in reserve); try again later or ask an admin"
+                " to free space (HUBGATE_MIN_FREE_DISK_MB)"
+            )
+
+    async def _download(
+        self, ref: ArtifactRef, meta: FileMeta, source: ContentSource, expected: int | None, limit: int
+    ) -> tuple[str, int]:
+        what = ref.human
+        started = last = time.monotonic()
+        key = f"progress:{ref.artifact_id}"
         # the git blob id is needed only for files the upstream identifies by it (small, non-LFS files)
         async with self.blobs.open_tmp(expected_size=expected, git_size_header=meta.git_oid is not None) as writer:
             async with source.open() as chunks:

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     scan_memory_mb: int = 4096
     scan_workers: int = 2
     max_file_size: int = 60 * 1024**3
+    max_concurrent_fetches: int = 8  # upstream downloads at once; more requests queue (429 "queued")
+    min_free_disk_mb: int = 1024  # a download that would leave less free space in data_dir is refused (503)
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 60.0
     webhooks: list[str] = Field(default_factory=list)

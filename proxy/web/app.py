@@ -83,6 +83,8 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         policy=app[POLICY],
         metrics=app[METRICS],
         max_file_size=settings.max_file_size,
+        max_concurrent_fetches=settings.max_concurrent_fetches,
+        min_free_bytes=settings.min_free_disk_mb * 1024 * 1024,
         offline=settings.offline,
         on_decision=app[NOTIFIER].notify if settings.webhooks else None,
     )

@@ -322,3 +322,24 @@ def test_metrics_and_health(make_hubgate, fake_hub: FakeHub) -> None:
     assert 'hubgate_verdicts_total{decided_by="policy",status="approved"} 1.0' in metrics
     assert "hubgate_upstream_bytes_total" in metrics and "hubgate_scan_duration_seconds_count 1.0" in metrics
     assert request("GET", f"{gate.url}/api/agent-harnesses").json() == {"standardEnvVars": [], "harnesses": {}}
+
+
+def test_downloads_queue_beyond_the_fetch_limit(make_hubgate, fake_hub: FakeHub) -> None:
+    first, second = safetensors_bytes(150_000), safetensors_bytes(160_000)
+    add_model(fake_hub, **{"a.safetensors": first, "b.safetensors": second})
+    fake_hub.add_fault(".safetensors", origin="cdn", chunk_delay=0.25, chunk_size=64 * 1024)
+    gate = make_hubgate(hf_upstream=fake_hub.url, hold_seconds=0.3, max_concurrent_fetches=1)
+    a_url, b_url = (f"{gate.url}/acme/model/resolve/main/{name}" for name in ("a.safetensors", "b.safetensors"))
+    assert request("GET", a_url).status == 429  # a takes the only download slot
+    queued = request("GET", b_url)
+    assert queued.status == 429 and "(queued)" in (queued.header("X-Error-Message") or "")
+    assert get_until_done(a_url).body == first and get_until_done(b_url).body == second
+
+
+def test_a_download_that_would_fill_the_disk_is_refused(make_hubgate, fake_hub: FakeHub) -> None:
+    add_model(fake_hub)
+    gate = make_hubgate(hf_upstream=fake_hub.url, min_free_disk_mb=10**12)  # more reserve than any disk has
+    answer = get_until_done(f"{gate.url}/acme/model/resolve/main/model.safetensors")
+    assert answer.status == 503
+    assert "not enough disk space" in (answer.header("X-Error-Message") or "")
+    assert fake_hub.count("GET", origin="cdn") == 0
