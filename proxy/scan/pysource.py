@@ -10,79 +10,13 @@ from __future__ import annotations
 import ast
 
 from proxy.models import Severity
+from proxy.scan.allowlist import CODE_EXEC_CALLS, CODE_EXEC_MODULES
 
 # Modules FX-generated code legitimately imports.
 _FX_IMPORTS = frozenset({"torch", "math", "operator", "typing", "builtins", "numpy", "collections", "inf", "nan"})
-_BAD_MODULES = frozenset(
-    [
-        "os",
-        "posix",
-        "nt",
-        "subprocess",
-        "sys",
-        "socket",
-        "shutil",
-        "runpy",
-        "importlib",
-        "pty",
-        "ctypes",
-        "pickle",
-        "marshal",
-        "webbrowser",
-        "code",
-        "codecs",
-        "_codecs",
-        "urllib",
-        "http",
-        "requests",
-        "multiprocessing",
-        "threading",
-        "signal",
-        "tempfile",
-        "pathlib",
-        "io",
-        "glob",
-        "asyncio",
-        "platform",
-        "builtins",
-        "__builtin__",
-    ]
-)
-_BAD_CALLS = frozenset(
-    [
-        "exec",
-        "eval",
-        "compile",
-        "__import__",
-        "getattr",
-        "setattr",
-        "delattr",
-        "globals",
-        "locals",
-        "vars",
-        "open",
-        "breakpoint",
-        "input",
-        "system",
-        "popen",
-        "spawn",
-        "execv",
-        "execve",
-        "fork",
-        "kill",
-        "remove",
-        "unlink",
-        "rmtree",
-        "urlopen",
-        "run",
-        "call",
-        "check_output",
-        "Popen",
-        "load",
-        "loads",
-        "import_module",
-    ]
-)
+_BAD_MODULES = CODE_EXEC_MODULES
+# A pickle may name specific loaders by module (see allowlist); exec'd FX code has no business calling any `load`.
+_BAD_CALLS = CODE_EXEC_CALLS | {"load"}
 
 
 def _top(module: str | None) -> str:
