@@ -47,6 +47,22 @@ def unsafe_member_name(name: str) -> str | None:
     return None
 
 
+def flag_unsafe_member_name(state: ScanState, name: str, where: str) -> None:
+    """Record a high finding when a member name would escape the extraction directory (zip, tar, torch zip)."""
+    why = unsafe_member_name(name)
+    if why:
+        state.add(Severity.HIGH, "archive.path-traversal", f"member name {name!r}: {why}", where)
+
+
+def open_zip(path: Path, state: ScanState, location: str, rule: str, what: str) -> zipfile.ZipFile | None:
+    """The zip at `path`, or None after giving up under `rule` ("<what> cannot be read: ...") when it will not open."""
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+        state.give_up(rule, f"{what} cannot be read: {exc}", location)
+        return None
+
+
 def _copy_limited(src: IO[bytes], dst: Path, state: ScanState, compressed_size: int | None, what: str) -> None:
     """Copy a member stream, charging the scan-wide inflate budget and checking the ratio as bytes arrive."""
     limits = state.limits
@@ -170,17 +186,13 @@ def scan_zip(
     recurse: Recurse,
     skip: Callable[[str], bool] = lambda _n: False,
 ) -> None:
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
-        state.give_up("archive.corrupt", f"zip cannot be read: {exc}", location)
+    zf = open_zip(path, state, location, "archive.corrupt", "zip")
+    if zf is None:
         return
     with zf:
         for info in zf.infolist():
             where = f"{location}!{info.filename}"
-            why = unsafe_member_name(info.filename)
-            if why:
-                state.add(Severity.HIGH, "archive.path-traversal", f"member name {info.filename!r}: {why}", where)
+            flag_unsafe_member_name(state, info.filename, where)
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
                 state.add(Severity.HIGH, "archive.symlink", f"member {info.filename!r} is a symlink", where)
@@ -224,9 +236,7 @@ def scan_tar(path: Path, state: ScanState, location: str, depth: int, recurse: R
         try:
             for info in tf:
                 where = f"{location}!{info.name}"
-                why = unsafe_member_name(info.name)
-                if why:
-                    state.add(Severity.HIGH, "archive.path-traversal", f"member name {info.name!r}: {why}", where)
+                flag_unsafe_member_name(state, info.name, where)
                 if info.issym() or info.islnk():
                     state.add(
                         Severity.HIGH, "archive.symlink", f"member {info.name!r} links to {info.linkname!r}", where

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from proxy.models import Severity
 from proxy.scan import engines
-from proxy.scan.archive import unsafe_member_name
+from proxy.scan.archive import flag_unsafe_member_name, open_zip
 from proxy.scan.opcodes import CountingReader
 from proxy.scan.pickle import Between, Global, LayoutError, PickleScan, Seq, scan_pickle_stream
 from proxy.scan.state import ScanState
@@ -85,18 +85,14 @@ def scan_torch_zip(path: Path, state: ScanState, location: str) -> None:
     """Every pickle member of a torch zip (data.pkl, constants.pkl, debug pickles, and any member whose
     bytes start like a pickle), never the tensor storages under `data/`."""
     limits = state.limits
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
-        state.give_up("torch.corrupt", f"torch zip cannot be read: {exc}", location)
+    zf = open_zip(path, state, location, "torch.corrupt", "torch zip")
+    if zf is None:
         return
     scanned = 0
     with zf:
         for info in zf.infolist():
             where = f"{location}!{info.filename}"
-            why = unsafe_member_name(info.filename)
-            if why:
-                state.add(Severity.HIGH, "archive.path-traversal", f"member name {info.filename!r}: {why}", where)
+            flag_unsafe_member_name(state, info.filename, where)
             if info.is_dir() or _is_storage(info.filename):
                 continue
             try:
