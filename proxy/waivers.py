@@ -160,23 +160,13 @@ def new_waiver(
         raise WaiverError(f"hubgate: the reason is longer than {MAX_REASON} characters")
     fields: dict[str, str] = {}
     if kind is WaiverScope.ARTIFACT:
-        if not ARTIFACT_RE.match(artifact_id):
-            raise WaiverError(f"hubgate: {artifact_id!r} is not an artifact id (12 hex digits)")
-        fields["artifact_id"] = artifact_id
+        fields["artifact_id"] = _matching(artifact_id, ARTIFACT_RE, "an artifact id (12 hex digits)")
     elif kind is WaiverScope.SHA256:
-        sha256 = sha256.lower()
-        if not SHA256_RE.match(sha256):
-            raise WaiverError(f"hubgate: {sha256!r} is not a sha256 (64 hex digits)")
-        fields["sha256"] = sha256
+        fields["sha256"] = _matching(sha256.lower(), SHA256_RE, "a sha256 (64 hex digits)")
     else:
-        if not REPO_ID_RE.match(repo_id):
-            raise WaiverError(f"hubgate: {repo_id!r} is not a repo id (org/name)")
-        fields["repo_id"] = repo_id
+        fields["repo_id"] = _matching(repo_id, REPO_ID_RE, "a repo id (org/name)")
         if kind is WaiverScope.COMMIT:
-            commit = commit.lower()
-            if not COMMIT_RE.match(commit):
-                raise WaiverError(f"hubgate: {commit!r} is not a commit (7 to 40 hex digits)")
-            fields["commit"] = commit
+            fields["commit"] = _matching(commit.lower(), COMMIT_RE, "a commit (7 to 40 hex digits)")
         elif commit:
             raise WaiverError("hubgate: a whole-repo waiver takes no commit (use scope 'commit' for one commit)")
     return Waiver(
@@ -190,6 +180,13 @@ def new_waiver(
         label=label,
         **fields,
     )
+
+
+def _matching(value: str, pattern: re.Pattern[str], what: str) -> str:
+    """`value` when it matches `pattern`; a WaiverError naming `what` was expected otherwise."""
+    if not pattern.match(value):
+        raise WaiverError(f"hubgate: {value!r} is not {what}")
+    return value
 
 
 def can_waive(verdict: Verdict) -> bool:
