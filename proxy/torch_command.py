@@ -135,6 +135,12 @@ def _require(headers: dict[str, str], name: str, url: str) -> str:
     return value
 
 
+def _note_refusal(exc: _Refused, item: str, refused: list[Refusal], log: TextIO) -> None:
+    """A refused item is collected and logged; the mirror goes on with the rest."""
+    refused.append(Refusal(item, exc.status, exc.message))
+    print(f"refused  {item}: {exc.message}", file=log)
+
+
 def build_mirror(
     root: Path, client: HubgateClient, names: list[WeightName], specs: list[HubSpec], log: TextIO
 ) -> tuple[list[CheckpointEntry | HubEntry], list[Refusal]]:
@@ -153,8 +159,7 @@ def build_mirror(
                     artifact_id=_require(headers, H_ARTIFACT, url),
                 )
         except _Refused as exc:
-            refused.append(Refusal(name.path, exc.status, exc.message))
-            print(f"refused  {name.path}: {exc.message}", file=log)
+            _note_refusal(exc, name.path, refused, log)
             continue
         written.append(entry)
         print(f"wrote    hub/checkpoints/{entry.basename}  sha256 {entry.sha256}", file=log)
@@ -170,8 +175,7 @@ def build_mirror(
                     artifact_id=_require(headers, H_ARTIFACT, url),
                 )
         except _Refused as exc:
-            refused.append(Refusal(str(spec), exc.status, exc.message))
-            print(f"refused  {spec}: {exc.message}", file=log)
+            _note_refusal(exc, str(spec), refused, log)
             continue
         written.append(hub_entry)
         print(f"wrote    hub/{hub_entry.dir_name}  commit {hub_entry.commit}", file=log)
