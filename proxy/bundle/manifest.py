@@ -21,9 +21,9 @@ import time
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from proxy.models import FileMeta, RepoType, ScanReport, Verdict, VerdictStatus
+from proxy.models import FileMeta, Frozen, RepoType, ScanReport, Verdict, VerdictStatus
 
 FORMAT = "hubgate-bundle"
 VERSION = 1
@@ -40,17 +40,13 @@ class ManifestError(ValueError):
     """The manifest is malformed or inconsistent: the bundle is refused whole."""
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
 class MemberKind(StrEnum):
     BLOB = "blob"
     METADATA = "metadata"
     BOM = "bom"
 
 
-class Member(_Frozen):
+class Member(Frozen):
     """One tar member after the manifest and signature, with the hash its bytes must have."""
 
     name: str
@@ -59,7 +55,7 @@ class Member(_Frozen):
     sha256: str
 
 
-class Approval(_Frozen):
+class Approval(Frozen):
     """Who approved one file, under which policy and engines: the trust the bundle carries."""
 
     artifact_id: str
@@ -77,7 +73,7 @@ class Approval(_Frozen):
     decided_at: float
 
 
-class Snapshot(_Frozen):
+class Snapshot(Frozen):
     """One repo at one commit (or one torch source), the files of it that were approved, and its members."""
 
     source: str = "hf"
@@ -90,7 +86,7 @@ class Snapshot(_Frozen):
     bom: str | None = None  # member name of the CycloneDX BOM
 
 
-class Manifest(_Frozen):
+class Manifest(Frozen):
     format: Literal["hubgate-bundle"] = "hubgate-bundle"
     version: Literal[1] = 1
     created_at: float = Field(default_factory=time.time)
@@ -107,7 +103,7 @@ class Manifest(_Frozen):
         return sum(m.size for m in self.members)
 
 
-class DocRecord(_Frozen):
+class DocRecord(Frozen):
     """One cached API document (`VerdictStore.get_doc(kind, key)`) as exported."""
 
     kind: str
@@ -115,7 +111,7 @@ class DocRecord(_Frozen):
     value: Any
 
 
-class SnapshotMetadata(_Frozen):
+class SnapshotMetadata(Frozen):
     """Everything offline serving needs about a snapshot, beside the bytes."""
 
     revisions: dict[str, str] = Field(default_factory=dict)  # revision name -> commit
