@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from proxy.errors import NotInOfflineCache, UpstreamError, UpstreamStatus
@@ -19,8 +19,11 @@ from proxy.upstreams.hf import HfUpstream, status_error
 from proxy.verdicts import VerdictStore
 from proxy.xet import strip_xet_json
 
+K = TypeVar("K")
+V = TypeVar("V")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 MAX_LINEAGE = 4
+MEMO_ENTRIES = 2048  # per-commit facts kept in process: they never change, so no replica can see them differ
 LOCATION_FRESH_S = 60.0  # signed CDN URLs live much longer; a stale one is replaced by a fresh HEAD
 
 
@@ -43,6 +46,11 @@ class HfMetadata:
         self.revision_ttl = revision_ttl
         self.offline = offline or upstream is None
         self._locations: dict[tuple[str, str, str, str], tuple[str, float]] = {}
+        # A commit's info and file metadata are immutable: remembering them in process spares every cache hit
+        # two Redis reads and a JSON parse. Revisions and verdicts are still read from Redis on every request.
+        self._infos: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._metas: dict[tuple[str, str, str, str], FileMeta] = {}
+        self._repos: dict[tuple[str, str, str], RepoMeta] = {}
 
     def _online(self) -> HfUpstream:
         if self.offline or self.upstream is None:
@@ -94,17 +102,23 @@ class HfMetadata:
         return info
 
     async def info(self, repo_type: RepoType, repo_id: str, commit: str) -> dict[str, Any]:
+        key = (repo_type.value, repo_id, commit)
+        if key in self._infos:
+            return self._infos[key]
         doc = await self.store.get_doc("info", info_key(repo_type, repo_id, commit))
-        if isinstance(doc, dict):
-            return doc
-        if self.offline:
-            raise offline_refusal(f"{repo_id}@{commit}")
-        return await self.fetch_info(repo_type, repo_id, commit)
+        if not isinstance(doc, dict):
+            if self.offline:
+                raise offline_refusal(f"{repo_id}@{commit}")
+            doc = await self.fetch_info(repo_type, repo_id, commit)
+        return _remember(self._infos, key, doc)
 
     async def file_meta(self, repo_type: RepoType, repo_id: str, commit: str, path: str) -> FileMeta:
+        key = (repo_type.value, repo_id, commit, path)
+        if key in self._metas:
+            return self._metas[key]
         meta = await self.store.get_file_meta(repo_type.value, repo_id, commit, path)
         if meta is not None:
-            return meta
+            return _remember(self._metas, key, meta)
         if self.offline:
             raise offline_refusal(f"{repo_id}@{commit[:12]}:{path}", commit=commit)
         head = await self._online().head_file(repo_type, repo_id, commit, path)
@@ -118,7 +132,7 @@ class HfMetadata:
         if len(self._locations) > 10_000:
             self._locations.clear()
         self._locations[(repo_type.value, repo_id, commit, path)] = (head.download_url, time.monotonic())
-        return head.meta
+        return _remember(self._metas, key, head.meta)
 
     def recent_location(self, repo_type: RepoType, repo_id: str, commit: str, path: str) -> str | None:
         """The download URL the last metadata HEAD returned, while fresh (saves the fetch a second HEAD)."""
@@ -128,11 +142,15 @@ class HfMetadata:
         return seen[0]
 
     async def repo_meta(self, repo_type: RepoType, repo_id: str, commit: str) -> RepoMeta:
+        key = (repo_type.value, repo_id, commit)
+        if key in self._repos:
+            return self._repos[key]
         info = await self.info(repo_type, repo_id, commit)
         repo = repo_meta_from_info(repo_type, repo_id, commit, info)
         bases = base_models_of(repo)
         if not bases:
-            return repo
+            return _remember(self._repos, key, repo)  # a function of the commit alone
+        # with a lineage, the bases' licenses are read at their current `main`: not memoised
         lineage: dict[str, list[str]] = {}
         for base in bases[:MAX_LINEAGE]:
             lineage[base] = await self._base_licenses(base)
@@ -163,3 +181,11 @@ def repo_meta_from_info(repo_type: RepoType, repo_id: str, commit: str, info: di
         tags=tags,
         gated=gated if isinstance(gated, bool | str) else False,
     )
+
+
+def _remember(memo: dict[K, V], key: K, value: V) -> V:
+    """Keep `value` in a bounded insertion-ordered memo (the oldest entry goes first)."""
+    if len(memo) >= MEMO_ENTRIES:
+        del memo[next(iter(memo))]
+    memo[key] = value
+    return value
