@@ -12,14 +12,16 @@ import resource
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from proxy.bundle import signing
 from proxy.bundle.archive import BundleRefused
 from proxy.bundle.export import ExportError, Selection, parse_repo_spec, plan_export, write_bundle
-from proxy.bundle.importer import import_bundle
+from proxy.bundle.importer import ImportResult, import_bundle
 from proxy.models import ArtifactRef, Verdict, VerdictStatus
 from proxy.policy import default_policy
 from tests.integration.bundle_seed import Side, ThreadScanner, make_side, seed, weights
@@ -56,6 +58,22 @@ async def _keys(redis_url: str, prefix: str) -> list[str]:
         await client.aclose()
 
 
+async def _import(
+    inside: Side, bundle: Path | bytes, trusted: Ed25519PublicKey, *, scanner: ThreadScanner | None, **options: Any
+) -> ImportResult:
+    """`import_bundle` of a bundle file (or its raw bytes) into `inside`, under the default policy."""
+    with io.BytesIO(bundle) if isinstance(bundle, bytes) else bundle.open("rb") as src:
+        return await import_bundle(
+            src,
+            trusted=trusted,
+            store=inside.store,
+            blobs=inside.blobs,
+            policy=default_policy(),
+            scanner=scanner,
+            **options,
+        )
+
+
 def _files_under(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and "redis" not in p.parts]
 
@@ -76,16 +94,7 @@ async def test_export_then_import_rescans_applies_inside_policy_and_audits(sides
     bundle = await _export(outside, tmp_path, key, "org/model", "org/nc-model@main")
 
     started = time.time()
-    with bundle.open("rb") as fh:
-        result = await import_bundle(
-            fh,
-            trusted=key.public_key(),
-            store=inside.store,
-            blobs=inside.blobs,
-            policy=default_policy(),
-            scanner=ThreadScanner(),
-            source_name="bundle.tar",
-        )
+    result = await _import(inside, bundle, key.public_key(), scanner=ThreadScanner(), source_name="bundle.tar")
     statuses = {(f.ref.split("@")[0], f.ref.rsplit(":", 1)[1]): f.status for f in result.files}
     assert statuses == {  # extra.bin was quarantined outside: never exported
         ("org/model", "config.json"): VerdictStatus.APPROVED,
@@ -131,26 +140,9 @@ async def test_trust_verdicts_honours_outside_admin_but_not_over_an_inside_block
     # custom code: the default policy quarantines it; an outside admin approved it
     await seed(outside, "org/coder", COMMIT, {"modeling.py": b"import torch\n"}, license="mit", admin={"modeling.py"})
     bundle = await _export(outside, tmp_path, key, f"org/coder@{COMMIT}")
-    with bundle.open("rb") as fh:
-        plain = await import_bundle(
-            fh,
-            trusted=key.public_key(),
-            store=inside.store,
-            blobs=inside.blobs,
-            policy=default_policy(),
-            scanner=ThreadScanner(),
-        )
+    plain = await _import(inside, bundle, key.public_key(), scanner=ThreadScanner())
     assert [f.status for f in plain.files] == [VerdictStatus.QUARANTINED]
-    with bundle.open("rb") as fh:
-        trusted = await import_bundle(
-            fh,
-            trusted=key.public_key(),
-            store=inside.store,
-            blobs=inside.blobs,
-            policy=default_policy(),
-            scanner=None,
-            trust_verdicts=True,
-        )
+    trusted = await _import(inside, bundle, key.public_key(), scanner=None, trust_verdicts=True)
     [f] = trusted.files
     assert f.status is VerdictStatus.APPROVED
     kid = signing.key_id(key.public_key())
@@ -188,14 +180,7 @@ async def test_a_bad_bundle_is_refused_whole_and_leaves_nothing(sides, tmp_path:
         raw[m.offset_data + m.size // 2] ^= 0x20
     before = await _keys(redis_url, inside.prefix)
     with pytest.raises(BundleRefused):
-        await import_bundle(
-            io.BytesIO(bytes(raw)),
-            trusted=trusted,
-            store=inside.store,
-            blobs=inside.blobs,
-            policy=default_policy(),
-            scanner=ThreadScanner(),
-        )
+        await _import(inside, bytes(raw), trusted, scanner=ThreadScanner())
     assert await _keys(redis_url, inside.prefix) == before == []
     assert _files_under(tmp_path / "inside") == []
 
@@ -258,15 +243,7 @@ async def test_torch_weights_travel_by_name(sides, tmp_path: Path) -> None:
     assert (snap.source, snap.commit, snap.files[0].decided_by) == ("torch", "-", "admin:bob")
     out = tmp_path / "torch.tar"
     await asyncio.to_thread(write_bundle, plan, key, out)
-    with out.open("rb") as fh:
-        result = await import_bundle(
-            fh,
-            trusted=key.public_key(),
-            store=inside.store,
-            blobs=inside.blobs,
-            policy=default_policy(),
-            scanner=ThreadScanner(),
-        )
+    result = await _import(inside, out, key.public_key(), scanner=ThreadScanner())
     [f] = result.files
     inside_verdict = await inside.store.get_verdict(ref.artifact_id)
     assert inside_verdict is not None and inside_verdict.source == "torch" and f.artifact_id == ref.artifact_id
@@ -285,16 +262,7 @@ async def test_many_files_import_with_few_descriptors(sides, tmp_path: Path) -> 
     in_use = len(os.listdir("/proc/self/fd"))  # whatever this test process already holds (other tests too)
     resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 100, hard))
     try:
-        with bundle.open("rb") as fh:
-            result = await import_bundle(
-                fh,
-                trusted=key.public_key(),
-                store=inside.store,
-                blobs=inside.blobs,
-                policy=default_policy(),
-                scanner=None,
-                trust_verdicts=True,
-            )
+        result = await _import(inside, bundle, key.public_key(), scanner=None, trust_verdicts=True)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert len(result.files) == 300
