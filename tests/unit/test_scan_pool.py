@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.models import ScanVerdict
+from proxy.models import ScanReport, ScanVerdict
 from proxy.scan import ScanLimits
 from proxy.scan.pool import ScanPool, scan_in_subprocess
 from tests import corpus
@@ -61,14 +61,20 @@ async def test_timeout_kills_the_worker_and_reports_error(tmp_path: Path) -> Non
     assert pool.active_pids == []
 
 
+async def _scan_in_a_worker(pool: ScanPool, tmp_path: Path) -> asyncio.Future[ScanReport]:
+    """A slow scan, started and (within 4 s) running in a worker whose pid is in `pool.active_pids`."""
+    task = asyncio.ensure_future(pool.scan(_slow_pickle(tmp_path)))
+    for _ in range(200):
+        if pool.active_pids:
+            break
+        await asyncio.sleep(0.02)
+    return task
+
+
 async def test_a_crashed_worker_is_an_error(tmp_path: Path) -> None:
     pool = ScanPool(workers=1, timeout=30, memory_mb=4096)
     try:
-        task = asyncio.ensure_future(pool.scan(_slow_pickle(tmp_path)))
-        for _ in range(200):
-            if pool.active_pids:
-                break
-            await asyncio.sleep(0.02)
+        task = await _scan_in_a_worker(pool, tmp_path)
         os.kill(pool.active_pids[0], signal.SIGKILL)
         report = await task
     finally:
@@ -157,11 +163,7 @@ def test_pool_rejects_zero_workers() -> None:
 async def test_cancelling_a_scan_kills_its_worker(tmp_path: Path) -> None:
     pool = ScanPool(workers=1, timeout=30, memory_mb=4096)
     try:
-        task = asyncio.ensure_future(pool.scan(_slow_pickle(tmp_path)))
-        for _ in range(200):
-            if pool.active_pids:
-                break
-            await asyncio.sleep(0.02)
+        task = await _scan_in_a_worker(pool, tmp_path)
         (pid,) = pool.active_pids
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
