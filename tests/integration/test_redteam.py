@@ -34,6 +34,18 @@ LICENSED = {"license": "apache-2.0"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def lfs_head_headers(commit: str, content: bytes) -> dict[str, str]:
+    """What the Hub answers to HEAD on an LFS file of `content` at `commit`."""
+    sha = hashlib.sha256(content).hexdigest()
+    return {
+        "X-Repo-Commit": commit,
+        "ETag": f'"{sha}"',
+        "X-Linked-Etag": f'"{sha}"',
+        "X-Linked-Size": str(len(content)),
+        "Content-Length": str(len(content)),
+    }
+
+
 class HostileHub:
     """An upstream that answers whatever the test says. `routes` maps (method, path) to a handler; repo
     info for `evil/*` is answered by default (commit COMMIT, Apache-2.0 card) so files reach the download."""
@@ -90,19 +102,10 @@ class HostileHub:
 
     def lfs_file(self, name: str, content: bytes, body: Handler) -> str:
         """Announce `evil/x/<name>` as an LFS file of `content` (HEAD), answered on GET by `body`."""
-        sha = hashlib.sha256(content).hexdigest()
         path = f"/evil/x/resolve/{COMMIT}/{name}"
 
         async def head(request: web.Request) -> web.StreamResponse:
-            return web.Response(
-                headers={
-                    "X-Repo-Commit": COMMIT,
-                    "ETag": f'"{sha}"',
-                    "X-Linked-Etag": f'"{sha}"',
-                    "X-Linked-Size": str(len(content)),
-                    "Content-Length": str(len(content)),
-                }
-            )
+            return web.Response(headers=lfs_head_headers(COMMIT, content))
 
         self.routes[("HEAD", path)] = head
         self.routes[("GET", path)] = body
@@ -787,19 +790,10 @@ def test_file_metadata_of_another_commit_is_refused(make_hubgate, hostile: Hosti
     (artifact ids and cached metadata are per commit): refuse instead."""
     content = safetensors_bytes()
     other = "d" * 40
-    sha = hashlib.sha256(content).hexdigest()
 
     def head_for(commit: str) -> Handler:
         async def head(request: web.Request) -> web.StreamResponse:
-            return web.Response(
-                headers={
-                    "X-Repo-Commit": commit,
-                    "ETag": f'"{sha}"',
-                    "X-Linked-Etag": f'"{sha}"',
-                    "X-Linked-Size": str(len(content)),
-                    "Content-Length": str(len(content)),
-                }
-            )
+            return web.Response(headers=lfs_head_headers(commit, content))
 
         return head
 
