@@ -133,13 +133,9 @@ class Pipeline:
         hold: float | None = None,
     ) -> Verdict:
         """The artifact's verdict, vetting it first if needed. Raises VettingInProgress after `hold` seconds."""
-        verdict = await self.store.get_verdict(ref.artifact_id)
-        if verdict is not None:
-            verdict = await self._current(verdict, ref, repo)
-            if verdict is not None:
-                waiver = await self.waiver_for(verdict)
-                if not (servable(verdict) or waiver) or self.blobs.blob_path(verdict.sha256):
-                    return await self._under_waiver(verdict, waiver)
+        answer = await self._stored_answer(await self.store.get_verdict(ref.artifact_id), ref, repo)
+        if answer is not None:
+            return answer
         if source is None:
             from proxy.hfmeta import offline_refusal
 
@@ -188,6 +184,20 @@ class Pipeline:
             await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
 
     # ---- decisions -------------------------------------------------------------------------------
+
+    async def _stored_answer(self, stored: Verdict | None, ref: ArtifactRef, repo: RepoMeta) -> Verdict | None:
+        """The answer from the stored verdict under today's policy (and any waiver), or None when the artifact
+        must be vetted: a servable or waived verdict whose bytes are gone is fetched again. Checked before the
+        vetting lock and again under it (another replica may have finished meanwhile)."""
+        if stored is None:
+            return None
+        current = await self._current(stored, ref, repo)
+        if current is None:
+            return None
+        waiver = await self.waiver_for(current)
+        if not (servable(current) or waiver) or self.blobs.blob_path(current.sha256):
+            return await self._under_waiver(current, waiver)
+        return None
 
     async def _current(self, verdict: Verdict, ref: ArtifactRef, repo: RepoMeta) -> Verdict | None:
         """The verdict under today's policy: re-decided from the stored scan, never re-downloaded.
@@ -288,12 +298,9 @@ class Pipeline:
 
     async def _vet_locked(self, ref: ArtifactRef, meta: FileMeta, repo: RepoMeta, source: ContentSource) -> Verdict:
         previous = await self.store.get_verdict(ref.artifact_id)
-        if previous is not None:
-            current = await self._current(previous, ref, repo)
-            if current is not None:
-                waiver = await self.waiver_for(current)
-                if not (servable(current) or waiver) or self.blobs.blob_path(current.sha256):
-                    return await self._under_waiver(current, waiver)
+        answer = await self._stored_answer(previous, ref, repo)
+        if answer is not None:
+            return answer
         policy = self.policy.current
         if previous is None or previous.admin_status is None:
             early = decide(None, ref, repo, policy)
