@@ -126,18 +126,12 @@ class FakeHub(HubRoutes):
         return sha
 
     def tag(self, repo_id: str, name: str, revision: str, *, repo_type: str = "model") -> str:
-        repo = self.repo(repo_id, repo_type)
-        sha = repo.resolve(revision)
-        if sha is None:
-            raise KeyError(f"{repo_id}: unknown revision {revision!r}")
+        repo, sha = self._resolved(repo_id, revision, repo_type)
         repo.tags[name] = sha
         return sha
 
     def branch(self, repo_id: str, name: str, revision: str = "main", *, repo_type: str = "model") -> str:
-        repo = self.repo(repo_id, repo_type)
-        sha = repo.resolve(revision)
-        if sha is None:
-            raise KeyError(f"{repo_id}: unknown revision {revision!r}")
+        repo, sha = self._resolved(repo_id, revision, repo_type)
         repo.branches[name] = sha
         return sha
 
@@ -151,12 +145,17 @@ class FakeHub(HubRoutes):
     def repo(self, repo_id: str, repo_type: str = "model") -> Repo:
         return self.repos[(repo_type, repo_id)]
 
-    def file(self, repo_id: str, path: str, revision: str = "main", *, repo_type: str = "model") -> RepoFile:
-        """The stored file (its sha256, git oid, size, LFS-ness) at a revision."""
+    def _resolved(self, repo_id: str, revision: str, repo_type: str) -> tuple[Repo, str]:
+        """The repo and the commit a revision names; KeyError for an unknown revision."""
         repo = self.repo(repo_id, repo_type)
         sha = repo.resolve(revision)
         if sha is None:
             raise KeyError(f"{repo_id}: unknown revision {revision!r}")
+        return repo, sha
+
+    def file(self, repo_id: str, path: str, revision: str = "main", *, repo_type: str = "model") -> RepoFile:
+        """The stored file (its sha256, git oid, size, LFS-ness) at a revision."""
+        repo, sha = self._resolved(repo_id, revision, repo_type)
         return repo.commits[sha].files[path]
 
     # -- faults and introspection ---------------------------------------------------------------------------
