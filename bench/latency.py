@@ -10,22 +10,15 @@ beside a plain aiohttp static server serving the same bytes. The load generator 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.throughput import free_port, peak_rss_mib, static_server, wait_http
-from proxy.redis_embedded import EmbeddedRedis
-from tests.fakes.hf_hub import FakeHubThread
+from bench.harness import bench_servers
 
 CONFIG = json.dumps({"model_type": "bert", "hidden_size": 384, "pad": "x" * 600}).encode()
 LOAD = r"""
@@ -82,54 +75,25 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="hglat-", dir="/tmp"))
-    redis = EmbeddedRedis(work / "redis")
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        (work / "config.json").write_bytes(CONFIG)
-        with FakeHubThread() as hub:
-            hub.add_repo("bench/model", files={"config.json": CONFIG}, card="---\nlicense: mit\n---\n")
-            static_port, gate_port = free_port(), free_port()
-            static_server(work / "config.json", static_port)
-            env = {
-                **os.environ,
-                "HUBGATE_HOST": "127.0.0.1",
-                "HUBGATE_PORT": str(gate_port),
-                "HUBGATE_DATA_DIR": str(work / "data"),
-                "HUBGATE_REDIS_URL": redis.start(),
-                "HUBGATE_HF_UPSTREAM": hub.url,
-                "HUBGATE_LOG_JSON": "true",
-            }
-            log = (work / "server.log").open("wb")
-            server = subprocess.Popen([sys.executable, "-m", "proxy", "serve"], env=env, stdout=log, stderr=log)
-            gate = f"http://127.0.0.1:{gate_port}"
-            wait_http(f"{gate}/healthz")
-            wait_http(f"http://127.0.0.1:{static_port}/file")
-            url = f"{gate}/bench/model/resolve/main/config.json"
-            subprocess.run(["curl", "-sf", "-o", "/dev/null", "--retry", "5", url], check=True)  # vet it once
-            print(f"{args.requests} requests, concurrency {args.concurrency}, {len(CONFIG)}-byte vetted file")
-            print(f"{'':24} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8}")
-            rows = [
-                ("hubgate GET", url, "GET"),
-                ("hubgate HEAD", url, "HEAD"),
-                ("static server GET", f"http://127.0.0.1:{static_port}/file", "GET"),
-            ]
-            results = {}
-            for name, target, method in rows:
-                r = load(target, method, args.requests, args.concurrency)
-                results[name] = r
-                print(f"{name:24} {r['p50']:8.2f} {r['p95']:8.2f} {r['p99']:8.2f} {r['rps']:8.0f}")
-            ratio = results["hubgate GET"]["rps"] / results["static server GET"]["rps"]
-            print(f"hubgate/static req/s ratio: {ratio:.2f}; hubgate peak RSS {peak_rss_mib(server.pid):.0f} MiB")
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(10)
-        redis.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    card = "---\nlicense: mit\n---\n"
+    with bench_servers("bench/model", {"config.json": CONFIG}, card=card, static_file="config.json") as bench:
+        url = f"{bench.gate_url}/bench/model/resolve/main/config.json"
+        subprocess.run(["curl", "-sf", "-o", "/dev/null", "--retry", "5", url], check=True)  # vet it once
+        print(f"{args.requests} requests, concurrency {args.concurrency}, {len(CONFIG)}-byte vetted file")
+        print(f"{'':24} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+        rows = [
+            ("hubgate GET", url, "GET"),
+            ("hubgate HEAD", url, "HEAD"),
+            ("static server GET", bench.static_url, "GET"),
+        ]
+        results = {}
+        for name, target, method in rows:
+            r = load(target, method, args.requests, args.concurrency)
+            results[name] = r
+            print(f"{name:24} {r['p50']:8.2f} {r['p95']:8.2f} {r['p99']:8.2f} {r['rps']:8.0f}")
+        ratio = results["hubgate GET"]["rps"] / results["static server GET"]["rps"]
+        print(f"hubgate/static req/s ratio: {ratio:.2f}; hubgate peak RSS {bench.peak_rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":
-    started = time.time()
-    asyncio.set_event_loop_policy(None)
     main()
