@@ -135,6 +135,8 @@ class Pipeline:
         """The artifact's verdict, vetting it first if needed. Raises VettingInProgress after `hold` seconds."""
         answer = await self._stored_answer(await self.store.get_verdict(ref.artifact_id), ref, repo)
         if answer is not None:
+            if servable(answer):
+                self.metrics.cache_hits.inc()
             return answer
         if source is None:
             from proxy.hfmeta import offline_refusal

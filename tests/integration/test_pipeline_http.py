@@ -319,6 +319,7 @@ def test_metrics_and_health(make_hubgate, fake_hub: FakeHub) -> None:
     assert health.status == 200 and health.json()["redis"] is True
     metrics = request("GET", f"{gate.url}/metrics").body.decode()
     assert "hubgate_served_files_total 2.0" in metrics
+    assert "hubgate_cache_hits_total 1.0" in metrics  # the second request was answered from the vetted cache
     assert 'hubgate_verdicts_total{decided_by="policy",status="approved"} 1.0' in metrics
     assert "hubgate_upstream_bytes_total" in metrics and "hubgate_scan_duration_seconds_count 1.0" in metrics
     assert request("GET", f"{gate.url}/api/agent-harnesses").json() == {"standardEnvVars": [], "harnesses": {}}
