@@ -20,10 +20,6 @@ def strip_xet_json(value: Any) -> Any:
     return value
 
 
-def is_xet_header(name: str) -> bool:
-    return name.lower().startswith("x-xet-")
-
-
 def split_link_header(value: str) -> list[tuple[str, str]]:
     """`<url>; rel="next", <url2>; rel="xet-auth"` → [(url, rel), ...]."""
     entries = []

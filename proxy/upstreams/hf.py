@@ -21,7 +21,6 @@ from proxy.errors import UpstreamError, UpstreamStatus
 from proxy.hfpaths import resolve_url_path
 from proxy.models import FileMeta, RepoType
 
-CHUNK = 1024 * 1024
 MAX_REDIRECTS = 10
 MAX_API_BODY = 128 * 1024 * 1024  # an API answer (JSON, error body) larger than this is refused, not buffered
 RELAYED_ERROR_HEADERS = ("X-Error-Code", "X-Error-Message", "X-Repo-Commit")

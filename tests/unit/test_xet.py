@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.xet import is_xet_header, split_link_header, strip_xet_json
+from proxy.xet import split_link_header, strip_xet_json
 
 
 def test_strip_xet_json_at_any_depth() -> None:
@@ -14,12 +14,6 @@ def test_strip_xet_json_at_any_depth() -> None:
     assert "xetHash" not in str(stripped)
     assert stripped[0]["lfs"] == {"oid": "x"}
     assert listing[0]["xetHash"] == "ab"  # the input is not modified
-
-
-def test_xet_headers() -> None:
-    for name in ("X-Xet-Hash", "x-xet-refresh-route", "X-XET-CAS-URL", "X-Xet-Access-Token"):
-        assert is_xet_header(name)
-    assert not is_xet_header("X-Repo-Commit")
 
 
 def test_split_link_header() -> None:
